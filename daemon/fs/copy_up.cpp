@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// Copy-up: bringing a node's object into the upper layer. The copy is built
+// in work/ (same filesystem as the upper) and renamed into place, so a crash
+// leaves either the old view or the complete copy, never half a file.
+#include "overlay.hpp"
+
+#include "copy_data.hpp"
+#include "remove_tree.hpp"
+#include "resolve.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <fmt/format.h>
+
+namespace layerd::fs {
+
+std::string Overlay::temp_name()
+{
+    return fmt::format("#lw{:x}", temp_counter_.fetch_add(1, std::memory_order_relaxed));
+}
+
+int Overlay::sync_file(int fd) const
+{
+    if (layers_.is_volatile)
+        return 0;
+    return ::fsync(fd) == 0 ? 0 : -errno;
+}
+
+int Overlay::upper_dir(const std::shared_ptr<Node>& dir, std::shared_ptr<const Stack>* stack)
+{
+    if (int r = copy_up(dir); r < 0)
+        return r;
+    *stack = dir->stack();
+    return (*stack)->top().fd.get();
+}
+
+namespace {
+
+// Sets timestamps on the object an fd (O_PATH allowed, symlinks included) names.
+int set_times(int fd, const struct timespec times[2])
+{
+    return ::utimensat(fd, "", times, AT_EMPTY_PATH) == 0 ? 0 : -errno;
+}
+
+// Builds a copy of `src` (stat `st`) as work/tmp; returns an O_PATH fd of it.
+int build_copy(int work, const char* tmp, const Backing& src, const struct stat& st, bool with_data,
+               bool durable)
+{
+    int r = 0;
+    switch (st.st_mode & S_IFMT) {
+    case S_IFDIR:
+        if (::mkdirat(work, tmp, 0700) != 0)
+            return -errno;
+        break;
+    case S_IFREG: {
+        int out = open_beneath(work, tmp, O_CREAT | O_EXCL | O_WRONLY, 0600);
+        if (out < 0)
+            return out;
+        UniqueFd outfd(out);
+        if (with_data && st.st_size > 0) {
+            int in = reopen_fd(src.fd.get(), O_RDONLY);
+            if (in < 0)
+                return in;
+            UniqueFd infd(in);
+            if ((r = copy_file_data(in, out, st.st_size)) < 0)
+                return r;
+        }
+        // Data durable before the rename makes it visible: otherwise a crash
+        // could leave an empty upper file masking good lower data.
+        if (durable && ::fsync(out) != 0)
+            return -errno;
+        break;
+    }
+    case S_IFLNK: {
+        char target[PATH_MAX + 1];
+        ssize_t n = ::readlinkat(src.fd.get(), "", target, PATH_MAX);
+        if (n < 0)
+            return -errno;
+        target[n] = '\0';
+        if (::symlinkat(target, work, tmp) != 0)
+            return -errno;
+        break;
+    }
+    default:
+        if (::mknodat(work, tmp, st.st_mode & (S_IFMT | 07777), st.st_rdev) != 0)
+            return -errno;
+        break;
+    }
+    return open_beneath(work, tmp, O_PATH);
+}
+
+} // namespace
+
+int Overlay::copy_up(const std::shared_ptr<Node>& node, bool with_data)
+{
+    if (read_only())
+        return -EROFS;
+    if (node->stack()->in_upper())
+        return 0;
+
+    for (;;) {
+        std::shared_ptr<Node> parent = node->parent();
+        std::string name = node->name();
+        if (!parent)
+            return -EIO; // only the root has none, and the root is always up
+        // Parents first, each under its own locks, none held here.
+        if (int r = copy_up(parent); r < 0)
+            return r;
+
+        std::lock_guard dir_lock(parent->dir_mutex);
+        if (node->parent() != parent || node->name() != name)
+            continue; // renamed meanwhile: its new parent may not be up yet
+        std::lock_guard copy_lock(node->copy_up_mutex);
+        std::shared_ptr<const Stack> stack = node->stack();
+        if (stack->in_upper())
+            return 0;
+        std::shared_ptr<const Stack> pstack = parent->stack();
+        int pfd = pstack->top().fd.get();
+
+        const Backing& src = stack->top();
+        struct stat st;
+        if (int r = stat_fd(src.fd.get(), &st); r < 0)
+            return r;
+
+        int work = layers_.work.get();
+        std::string tmp = temp_name();
+        int fd = build_copy(work, tmp.c_str(), src, st, with_data, !layers_.is_volatile);
+        auto discard = [&](int err) {
+            remove_tree_at(work, tmp.c_str());
+            return err;
+        };
+        if (fd < 0)
+            return discard(fd);
+        UniqueFd copy(fd);
+
+        // Metadata: xattrs (never the overlay's own), origin inode number,
+        // owner, then mode (chown clears set-id bits), then times last.
+        int r = copy_xattrs(src.fd.get(), fd, [this](std::string_view n) { return !xattrs_.is_private(n); });
+        if (r < 0)
+            return discard(r);
+        if (!S_ISDIR(st.st_mode)) {
+            r = write_xattr(fd, xattrs_.origin_ino, std::to_string(node->st_ino));
+            if (r < 0 && !S_ISLNK(st.st_mode)) // user.* xattrs do not exist on symlinks
+                return discard(r);
+        }
+        if (::fchownat(fd, "", st.st_uid, st.st_gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0)
+            return discard(-errno);
+        if (!S_ISLNK(st.st_mode) && ::chmod(ProcFdPath(fd).c_str(), st.st_mode & 07777) != 0)
+            return discard(-errno);
+        const struct timespec times[2] = {st.st_atim, st.st_mtim};
+        if ((r = set_times(fd, times)) < 0)
+            return discard(r);
+
+        if (::renameat2(work, tmp.c_str(), pfd, name.c_str(), RENAME_NOREPLACE) != 0)
+            return discard(-errno);
+
+        struct stat ust;
+        if (int r2 = stat_fd(fd, &ust); r2 < 0)
+            return r2;
+        auto next = std::make_shared<Stack>();
+        next->entries.reserve(S_ISDIR(st.st_mode) ? stack->entries.size() + 1 : 1);
+        next->entries.push_back(Backing{layers_.upper(), std::move(copy), ust.st_dev, ust.st_ino});
+        if (S_ISDIR(st.st_mode)) {
+            // An empty upper dir that merges with the lower ones below it.
+            for (const Backing& b : stack->entries) {
+                int dup = open_beneath(b.fd.get(), ".", O_PATH | O_DIRECTORY);
+                if (dup < 0)
+                    return dup;
+                next->entries.push_back(Backing{b.layer, UniqueFd(dup), b.dev, b.ino});
+            }
+            next->lower_path = stack->lower_path;
+        }
+        nodes_.rekey(*node, NodeKey{ust.st_dev, ust.st_ino, 0});
+        node->set_stack(std::move(next));
+        return 0;
+    }
+}
+
+} // namespace layerd::fs

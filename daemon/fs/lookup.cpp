@@ -1,0 +1,313 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// Resolving names across the layers, node identity and attributes.
+#include "overlay.hpp"
+
+#include "resolve.hpp"
+
+#include <sys/xattr.h>
+
+#include <cerrno>
+#include <charconv>
+#include <climits>
+#include <cstring>
+
+namespace layerd::fs {
+
+namespace {
+
+// A backing object for one layer: fd (O_PATH) and its stat.
+int open_backing(const Layer& layer, int dirfd, const char* path, Backing* out, struct stat* st)
+{
+    int fd = open_beneath(dirfd, path, O_PATH);
+    if (fd < 0)
+        return fd;
+    out->fd = UniqueFd(fd);
+    if (int r = stat_fd(fd, st); r < 0)
+        return r;
+    out->layer = &layer;
+    out->dev = st->st_dev;
+    out->ino = st->st_ino;
+    return 0;
+}
+
+std::string join_path(const std::string& dir, std::string_view name)
+{
+    std::string p;
+    p.reserve(dir.size() + 1 + name.size());
+    if (!dir.empty()) {
+        p = dir;
+        p += '/';
+    }
+    p += name;
+    return p;
+}
+
+} // namespace
+
+Overlay::Overlay(LayerSet layers, OverlayOptions options)
+    : layers_(std::move(layers)), options_(options), xattrs_(options.xattr_format), my_uid_(geteuid()),
+      my_gid_(getegid())
+{
+    // The root merges every layer's root directory.
+    auto stack = std::make_shared<Stack>();
+    struct stat top {};
+    for (const auto& layer : layers_.layers) {
+        Backing b;
+        struct stat st;
+        if (int r = open_backing(*layer, layer->root.get(), ".", &b, &st); r < 0)
+            throw LayerError(layer->path + ": " + std::strerror(-r));
+        if (stack->entries.empty())
+            top = st;
+        stack->entries.push_back(std::move(b));
+    }
+    auto root = std::make_shared<Node>(NodeTable::root_id, S_IFDIR, st_ino_of(*stack, top));
+    root->key = NodeKey{stack->top().dev, stack->top().ino, 0};
+    root->set_stack(std::move(stack));
+    nodes_.insert_root(std::move(root));
+}
+
+int Overlay::resolve_child(const Stack& dir, std::string_view name, std::shared_ptr<Stack>* out,
+                           struct stat* top_st) const
+{
+    if (name.size() > NAME_MAX)
+        return -ENAMETOOLONG;
+    if (!is_valid_name(name))
+        return -EINVAL;
+    char cname[NAME_MAX + 1];
+    std::memcpy(cname, name.data(), name.size());
+    cname[name.size()] = '\0';
+
+    auto child = std::make_shared<Stack>();
+    std::string redirect;      // a relative redirect: the name in the parent's lower dirs
+    std::string abs_redirect;  // an absolute one: the path below each lower layer root
+    unsigned abs_from = 0;     // layers at and past this index use abs_redirect
+    bool absolute = false;
+    bool stop = false;
+
+    // One candidate object; returns false when the merge ends here.
+    auto visit = [&](const Layer& layer, int dirfd, const char* path) -> int {
+        Backing b;
+        struct stat st;
+        int r = open_backing(layer, dirfd, path, &b, &st);
+        if (r == -ENOENT || (r == -ENOTDIR && !child->entries.empty()))
+            return 0;
+        if (r < 0) {
+            stop = true;
+            return child->entries.empty() ? r : 0;
+        }
+        if (is_whiteout(st)) {
+            stop = true;
+            return 0;
+        }
+        if (child->entries.empty()) {
+            *top_st = st;
+        } else if (!S_ISDIR(st.st_mode)) {
+            stop = true; // a non-directory below a directory is hidden by it
+            return 0;
+        }
+        bool is_dir = S_ISDIR(st.st_mode);
+        int fd = b.fd.get();
+        child->entries.push_back(std::move(b));
+        if (!is_dir) {
+            stop = true;
+            return 0;
+        }
+        if (layer.index + 1 == layers_.layers.size())
+            return 0; // nothing below the bottom layer: no need for its xattrs
+        if (is_opaque_dir(fd, xattrs_)) {
+            stop = true;
+            return 0;
+        }
+        if (auto rd = read_xattr(fd, xattrs_.redirect); rd && !rd->empty()) {
+            if ((*rd)[0] == '/') {
+                absolute = true;
+                abs_redirect = rd->substr(rd->find_first_not_of('/') == std::string::npos ? rd->size()
+                                                                                          : rd->find_first_not_of('/'));
+                abs_from = layer.index + 1;
+            } else if (is_valid_name(*rd)) {
+                redirect = *rd;
+            }
+        }
+        return 0;
+    };
+
+    for (const Backing& d : dir.entries) {
+        if (stop || absolute)
+            break;
+        const char* path = redirect.empty() ? cname : redirect.c_str();
+        if (int r = visit(*d.layer, d.fd.get(), path); r < 0)
+            return r;
+    }
+    if (absolute) {
+        for (unsigned i = abs_from; i < layers_.layers.size() && !stop; ++i) {
+            const Layer& layer = *layers_.layers[i];
+            if (int r = visit(layer, layer.root.get(), abs_redirect.empty() ? "." : abs_redirect.c_str()); r < 0)
+                return r;
+        }
+    }
+    if (child->entries.empty())
+        return -ENOENT;
+    if (S_ISDIR(top_st->st_mode))
+        child->lower_path = absolute ? abs_redirect : join_path(dir.lower_path, redirect.empty() ? name : redirect);
+    *out = std::move(child);
+    return 0;
+}
+
+uint64_t Overlay::st_ino_of(const Stack& stack, const struct stat& top) const
+{
+    const Backing& t = stack.top();
+    if (S_ISDIR(top.st_mode)) {
+        // A directory is known by its topmost lower dir (the kernel's origin),
+        // so its number does not change when it is copied up.
+        for (const Backing& b : stack.entries)
+            if (!b.layer->writable)
+                return layers_.overlay_ino(*b.layer, b.ino);
+        return layers_.overlay_ino(*t.layer, t.ino);
+    }
+    if (t.layer->writable) {
+        // A copied-up object carries the number it had in its lower layer.
+        if (auto v = read_xattr(t.fd.get(), xattrs_.origin_ino)) {
+            uint64_t ino = 0;
+            auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), ino);
+            if (ec == std::errc() && p == v->data() + v->size() && ino != 0)
+                return ino;
+        }
+    }
+    return layers_.overlay_ino(*t.layer, t.ino);
+}
+
+NodeKey Overlay::key_of(const Node* parent, std::string_view name, const Backing& top, const struct stat& st) const
+{
+    NodeKey key{top.dev, top.ino, 0};
+    if (!top.layer->writable && !S_ISDIR(st.st_mode) && st.st_nlink > 1 && parent) {
+        uint64_t h = parent->id * 0x9E3779B97F4A7C15ull;
+        for (char c : name)
+            h = (h ^ static_cast<unsigned char>(c)) * 0x100000001B3ull;
+        key.alias = h | 1;
+    }
+    return key;
+}
+
+std::shared_ptr<Node> Overlay::node_for(const std::shared_ptr<Node>& parent, std::string_view name,
+                                        std::shared_ptr<Stack> stack, const struct stat& st)
+{
+    NodeKey key = key_of(parent.get(), name, stack->top(), st);
+    return nodes_.lookup(key, [&](uint64_t id) {
+        auto n = std::make_shared<Node>(id, st.st_mode & S_IFMT, st_ino_of(*stack, st));
+        n->set_stack(std::move(stack));
+        n->set_place(parent, std::string(name));
+        return n;
+    });
+}
+
+std::shared_ptr<Node> Overlay::existing_node(const std::shared_ptr<Node>& parent, std::string_view name,
+                                             std::shared_ptr<Stack> stack, const struct stat& st)
+{
+    NodeKey key = key_of(parent.get(), name, stack->top(), st);
+    if (auto n = nodes_.find(key))
+        return n;
+    // Not known to the kernel: a node of its own that the table never holds.
+    auto n = std::make_shared<Node>(0, st.st_mode & S_IFMT, st_ino_of(*stack, st));
+    n->key = key;
+    n->set_stack(std::move(stack));
+    n->set_place(parent, std::string(name));
+    return n;
+}
+
+int Overlay::stat_node(const Node& node, const Stack& stack, struct stat* st) const
+{
+    if (int r = stat_fd(stack.top().fd.get(), st); r < 0)
+        return r;
+    st->st_ino = node.st_ino;
+    if (node.is_dir() && stack.entries.size() > 1)
+        st->st_nlink = 1; // as the kernel: a merged dir's link count is unknown
+    if (node.unlinked.load(std::memory_order_relaxed))
+        st->st_nlink = 0;
+    return 0;
+}
+
+bool Overlay::in_lower(const Stack& dir, const char* name) const
+{
+    for (const Backing& b : dir.entries) {
+        if (b.layer->writable)
+            continue;
+        struct stat st;
+        int r = stat_at(b.fd.get(), name, &st);
+        if (r == -ENOENT)
+            continue;
+        return r < 0 || !is_whiteout(st); // unsure: keep a whiteout
+    }
+    return false;
+}
+
+int Overlay::entry_for(const std::shared_ptr<Node>& parent, const char* name, fuse_entry_param* e)
+{
+    std::shared_ptr<Stack> stack;
+    struct stat st;
+    if (int r = resolve_child(*parent->stack(), name, &stack, &st); r < 0)
+        return r;
+    std::shared_ptr<Node> child = node_for(parent, name, stack, st);
+    auto cur = child->stack();
+    if (cur.get() == stack.get()) {
+        st.st_ino = child->st_ino;
+        if (child->is_dir() && stack->entries.size() > 1)
+            st.st_nlink = 1;
+        e->attr = st;
+    } else if (int r = stat_node(*child, *cur, &e->attr); r < 0) {
+        nodes_.forget(child->id, 1);
+        return r;
+    }
+    e->ino = child->id;
+    e->generation = 0;
+    e->attr_timeout = options_.timeout;
+    e->entry_timeout = options_.timeout;
+    return 0;
+}
+
+void Overlay::reply_entry(fuse_req_t req, const std::shared_ptr<Node>& parent, const char* name)
+{
+    fuse_entry_param e {};
+    if (int r = entry_for(parent, name, &e); r < 0)
+        fuse_reply_err(req, -r);
+    else
+        fuse_reply_entry(req, &e);
+}
+
+void Overlay::lookup(fuse_req_t req, fuse_ino_t parent_ino, const char* name)
+{
+    auto parent = node(parent_ino);
+    if (!parent)
+        return (void)fuse_reply_err(req, ESTALE);
+    if (!parent->is_dir())
+        return (void)fuse_reply_err(req, ENOTDIR);
+    fuse_entry_param e {};
+    int r = entry_for(parent, name, &e);
+    if (r == -ENOENT) {
+        // A negative entry the kernel may cache: only the overlay adds names.
+        e.ino = 0;
+        e.entry_timeout = options_.timeout;
+        fuse_reply_entry(req, &e);
+    } else if (r < 0) {
+        fuse_reply_err(req, -r);
+    } else {
+        fuse_reply_entry(req, &e);
+    }
+}
+
+void Overlay::forget(fuse_ino_t ino, uint64_t nlookup)
+{
+    nodes_.forget(ino, nlookup);
+}
+
+void Overlay::getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*)
+{
+    auto n = node(ino);
+    if (!n)
+        return (void)fuse_reply_err(req, ESTALE);
+    struct stat st;
+    if (int r = stat_node(*n, &st); r < 0)
+        return (void)fuse_reply_err(req, -r);
+    fuse_reply_attr(req, &st, options_.timeout);
+}
+
+} // namespace layerd::fs

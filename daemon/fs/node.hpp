@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// What an overlay node is made of, and the node itself.
+#pragma once
+
+#include "layer_set.hpp"
+#include "unique_fd.hpp"
+
+#include <sys/stat.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace layerd::fs {
+
+// One object of one layer behind a node, held open as an O_PATH fd: the
+// inode cannot be freed (and its number reused) while a node refers to it,
+// and renames inside the layer do not lose it.
+struct Backing {
+    const Layer* layer = nullptr;
+    UniqueFd fd;
+    dev_t dev = 0;
+    ino_t ino = 0;
+};
+
+// The layers a node is made of, top first: one for a non-directory, one per
+// layer for a merged directory (down to the first opaque one). Immutable once
+// published; a copy-up publishes a new one.
+struct Stack {
+    std::vector<Backing> entries;
+    // Directories: the path of the lower dirs below the layer roots, "" for
+    // the root. Differs from the overlay path after a rename (redirect).
+    std::string lower_path;
+
+    const Backing& top() const { return entries.front(); }
+    bool in_upper() const { return entries.front().layer->writable; }
+    bool has_lower() const { return entries.size() > (in_upper() ? 1u : 0u); }
+};
+
+// Identity of a node in the table: its top backing object. Lower non-dirs
+// with several hard links get one node per name (`alias`), as the kernel's
+// overlay does when it does not index them: copy-up breaks such links.
+struct NodeKey {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    uint64_t alias = 0;
+    bool operator==(const NodeKey&) const = default;
+};
+
+struct NodeKeyHash {
+    size_t operator()(const NodeKey& k) const noexcept
+    {
+        uint64_t h = k.ino * 0x9E3779B97F4A7C15ull ^ (k.dev + 0x632BE59BD9B4E019ull) ^ (k.alias * 0xBF58476D1CE4E5B9ull);
+        return static_cast<size_t>(h ^ (h >> 31));
+    }
+};
+
+// An overlay object as the kernel knows it (one FUSE nodeid).
+//
+// Lock order: Node::dir_mutex of directories (two: lower nodeid first), then
+// Node::copy_up_mutex, then Node::mutex, then NodeTable's mutex. Never reply
+// to the kernel or block on another node's copy-up while holding Node::mutex.
+struct Node {
+    Node(uint64_t id, mode_t type, uint64_t st_ino) : id(id), type(type), st_ino(st_ino) {}
+
+    const uint64_t id;     // FUSE nodeid: from a counter, never reused
+    const mode_t type;     // S_IFMT bits
+    const uint64_t st_ino; // what stat shows: stable across copy-up and remount
+
+    bool is_dir() const { return S_ISDIR(type); }
+
+    std::shared_ptr<const Stack> stack() const
+    {
+        std::lock_guard lock(mutex);
+        return stack_;
+    }
+    void set_stack(std::shared_ptr<const Stack> stack)
+    {
+        std::lock_guard lock(mutex);
+        stack_ = std::move(stack);
+        epoch.fetch_add(1, std::memory_order_release);
+    }
+
+    std::shared_ptr<Node> parent() const
+    {
+        std::lock_guard lock(mutex);
+        return parent_;
+    }
+    std::string name() const
+    {
+        std::lock_guard lock(mutex);
+        return name_;
+    }
+    void set_place(std::shared_ptr<Node> parent, std::string name)
+    {
+        std::lock_guard lock(mutex);
+        parent_ = std::move(parent);
+        name_ = std::move(name);
+    }
+
+    // Bumped on every new stack, so stacked file handles know to reopen.
+    std::atomic<uint64_t> epoch{0};
+    // A lower object whose last name was whited out: stat shows nlink 0.
+    std::atomic<bool> unlinked{false};
+
+    // Held while this node is copied up.
+    std::mutex copy_up_mutex;
+    // Directories: held across a change of this directory's entries in the
+    // upper (create, unlink, rename, a child's copy-up).
+    std::recursive_mutex dir_mutex;
+
+    // Guarded by NodeTable's mutex.
+    uint64_t nlookup = 0;
+    NodeKey key;
+
+private:
+    mutable std::mutex mutex; // guards the fields below
+    std::shared_ptr<const Stack> stack_;
+    std::shared_ptr<Node> parent_; // the name this node was last reached by
+    std::string name_;
+};
+
+} // namespace layerd::fs

@@ -1,0 +1,144 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The overlay filesystem engine: kernel overlayfs semantics over a LayerSet,
+// served through the libfuse3 low-level API. Every op replies exactly once.
+#pragma once
+
+#include "handles.hpp"
+#include "layer_set.hpp"
+#include "node_table.hpp"
+#include "overlay_format.hpp"
+
+#include <fuse_lowlevel.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace layerd::fs {
+
+struct OverlayOptions {
+    XattrFormat xattr_format = XattrFormat::trusted;
+    // Entry and attribute timeouts: long, since only the overlay changes its
+    // layers and it tells the kernel when it does.
+    double timeout = 86400.0;
+    bool writeback_cache = true;
+};
+
+class Overlay {
+public:
+    Overlay(LayerSet layers, OverlayOptions options);
+    Overlay(const Overlay&) = delete;
+    Overlay& operator=(const Overlay&) = delete;
+
+    static const fuse_lowlevel_ops& operations();
+
+    const LayerSet& layers() const { return layers_; }
+    size_t node_count() const { return nodes_.size(); }
+
+    // FUSE operations (ops_*.cpp).
+    void init(fuse_conn_info* conn);
+    void lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
+    void forget(fuse_ino_t ino, uint64_t nlookup);
+    void getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+    void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi);
+    void readlink(fuse_req_t req, fuse_ino_t ino);
+    void statfs(fuse_req_t req, fuse_ino_t ino);
+
+    void mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev);
+    void mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode);
+    void symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name);
+    void link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name);
+    void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi);
+    void unlink(fuse_req_t req, fuse_ino_t parent, const char* name);
+    void rmdir(fuse_req_t req, fuse_ino_t parent, const char* name);
+    void rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
+                const char* new_name, unsigned int flags);
+
+    void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+    void read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+    void write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* bufv, off_t off, fuse_file_info* fi);
+    void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+    void fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
+    void fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, fuse_file_info* fi);
+    void lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi);
+
+    void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+    void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi, bool plus);
+    void releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+    void fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
+
+    void setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags);
+    void getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
+    void listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+    void removexattr(fuse_req_t req, fuse_ino_t ino, const char* name);
+
+private:
+    // --- lookup.cpp: resolving names across the layers
+    // Resolves NAME in the directory whose stack is `dir`: 0 with the child's
+    // stack and the stat of its top object, -ENOENT, or another -errno.
+    int resolve_child(const Stack& dir, std::string_view name, std::shared_ptr<Stack>* child,
+                      struct stat* st) const;
+    // Counts a lookup of the node for a resolved child (creating it).
+    std::shared_ptr<Node> node_for(const std::shared_ptr<Node>& parent, std::string_view name,
+                                   std::shared_ptr<Stack> stack, const struct stat& st);
+    // The node of a resolved child without counting a lookup: the table's, or
+    // a transient one when the kernel holds none.
+    std::shared_ptr<Node> existing_node(const std::shared_ptr<Node>& parent, std::string_view name,
+                                        std::shared_ptr<Stack> stack, const struct stat& st);
+    uint64_t st_ino_of(const Stack& stack, const struct stat& top) const;
+    NodeKey key_of(const Node* parent, std::string_view name, const Backing& top, const struct stat& st) const;
+    // stat of a node as the overlay shows it.
+    int stat_node(const Node& node, const Stack& stack, struct stat* st) const;
+    int stat_node(const Node& node, struct stat* st) const { return stat_node(node, *node.stack(), st); }
+    // Looks up a child the overlay just made or moved and fills `e` (+1 lookup).
+    int entry_for(const std::shared_ptr<Node>& parent, const char* name, fuse_entry_param* e);
+    void reply_entry(fuse_req_t req, const std::shared_ptr<Node>& parent, const char* name);
+    // True if NAME exists (not whited out) in a lower layer of dir.
+    bool in_lower(const Stack& dir, const char* name) const;
+
+    // --- copy_up.cpp
+    // Makes the node's top object live in the upper layer (with its parents),
+    // keeping nodeid, st_ino, mode, owner, times and xattrs. Directories get
+    // an empty upper dir that merges with the lower ones. 0 or -errno.
+    int copy_up(const std::shared_ptr<Node>& node, bool with_data = true);
+    // The upper dir fd of a directory node, copying it up first.
+    int upper_dir(const std::shared_ptr<Node>& dir, std::shared_ptr<const Stack>* stack);
+    // A fresh name in work/ for an object being built.
+    std::string temp_name();
+    int sync_file(int fd) const;
+
+    // --- namespace.cpp helpers
+    struct NewObject;
+    int make_object(const std::shared_ptr<Node>& parent, const char* name, const NewObject& obj, UniqueFd* opened);
+    int remove_entry(const std::shared_ptr<Node>& parent, const char* name, bool dir);
+    int rename_entry(const std::shared_ptr<Node>& op, const char* name, const std::shared_ptr<Node>& np,
+                     const char* newname, unsigned flags);
+    int merged_dir_is_empty(const Stack& dir) const;
+    int clear_upper_dir(int parent_fd, const char* name);
+
+    // --- readdir.cpp
+    int list_merged(const Stack& dir, std::vector<DirEntry>* out) const;
+
+    // --- io.cpp
+    // The flags a layer file is opened with for an open(2) with `flags`.
+    int open_flags_for(int flags) const;
+    // The handle's fd for one request, reopened on the node's current object
+    // (copied up first for a write); the returned lock keeps it open.
+    int handle_fd(FileHandle& fh, bool for_write, std::shared_lock<std::shared_mutex>* lock);
+
+    std::shared_ptr<Node> node(fuse_ino_t ino) const { return nodes_.get(ino); }
+    bool read_only() const { return layers_.upper() == nullptr; }
+
+    LayerSet layers_;
+    OverlayOptions options_;
+    OverlayXattrs xattrs_;
+    NodeTable nodes_;
+    HandleTable<FileHandle> files_;
+    HandleTable<DirHandle> dirs_;
+    std::atomic<uint64_t> temp_counter_{0};
+    uid_t my_uid_;
+    gid_t my_gid_;
+};
+
+} // namespace layerd::fs

@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "session.hpp"
+
+#include <memory>
+
+namespace layerd::fs {
+
+int mount_and_serve(Overlay& overlay, const MountConfig& config)
+{
+    std::string opts = "fsname=" + config.fsname + ",subtype=layerd-fs,default_permissions";
+    for (const auto& o : config.options)
+        opts += "," + o;
+    std::vector<std::string> argv_store{"layerd-fs", "-o", opts};
+    if (config.debug)
+        argv_store.push_back("-d");
+    std::vector<char*> argv;
+    for (auto& a : argv_store)
+        argv.push_back(a.data());
+    fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+
+    fuse_session* se = fuse_session_new(&args, &Overlay::operations(), sizeof(fuse_lowlevel_ops), &overlay);
+    if (!se)
+        return 1;
+    std::unique_ptr<fuse_session, void (*)(fuse_session*)> session(se, fuse_session_destroy);
+    if (fuse_set_signal_handlers(se) != 0)
+        return 1;
+    if (fuse_session_mount(se, config.mountpoint.c_str()) != 0) {
+        fuse_remove_signal_handlers(se);
+        return 1;
+    }
+    fuse_daemonize(config.foreground ? 1 : 0);
+
+    std::unique_ptr<fuse_loop_config, void (*)(fuse_loop_config*)> loop(fuse_loop_cfg_create(),
+                                                                         fuse_loop_cfg_destroy);
+    // One /dev/fuse fd per worker thread: no contention on a single queue.
+    fuse_loop_cfg_set_clone_fd(loop.get(), 1);
+    fuse_loop_cfg_set_max_threads(loop.get(), 16);
+    int r = fuse_session_loop_mt(se, loop.get());
+    fuse_session_unmount(se);
+    fuse_remove_signal_handlers(se);
+    return r == 0 ? 0 : 1;
+}
+
+} // namespace layerd::fs
