@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -40,6 +41,16 @@ constexpr const char usage[] =
     "  -V, --version       the version\n";
 
 struct Cli {
+    Cli() = default;
+    Cli(const Cli&) = delete;
+    Cli& operator=(const Cli&) = delete;
+    ~Cli()
+    {
+        // fuse_opt_parse strdup()s the values of "name=%s" options.
+        std::free(lowerdir);
+        std::free(upperdir);
+        std::free(workdir);
+    }
     char* lowerdir = nullptr;
     char* upperdir = nullptr;
     char* workdir = nullptr;

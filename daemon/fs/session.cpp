@@ -19,6 +19,7 @@ int mount_and_serve(Overlay& overlay, const MountConfig& config)
     fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
 
     fuse_session* se = fuse_session_new(&args, &Overlay::operations(), sizeof(fuse_lowlevel_ops), &overlay);
+    fuse_opt_free_args(&args); // libfuse copied what it kept
     if (!se)
         return 1;
     std::unique_ptr<fuse_session, void (*)(fuse_session*)> session(se, fuse_session_destroy);
