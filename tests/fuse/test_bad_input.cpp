@@ -133,12 +133,13 @@ std::vector<pid_t> layerd_processes(const std::string& arg, bool substring = fal
     return out;
 }
 
-// Waits up to `seconds` for no layerd-fs process to serve mountpoint.
-std::vector<pid_t> lingering_processes(const std::string& mountpoint, double seconds)
+// Waits up to `seconds` for no layerd-fs process to have `arg` as an
+// argument (or, with `substring`, in one).
+std::vector<pid_t> lingering_processes(const std::string& arg, double seconds, bool substring = false)
 {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
     for (;;) {
-        auto pids = layerd_processes(mountpoint);
+        auto pids = layerd_processes(arg, substring);
         if (pids.empty() || std::chrono::steady_clock::now() > deadline)
             return pids;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -346,8 +347,8 @@ protected:
 
         EXPECT_EQ(mounts_below(root_), before) << "the mounts under " << root_ << " changed";
         EXPECT_FALSE(layerd_mounted_at(mountpoint)) << "something got mounted at " << mountpoint;
-        auto left = lingering_processes(mountpoint, 1.0);
-        EXPECT_TRUE(left.empty()) << "layerd-fs processes left for " << mountpoint << ": " << pids_text(left);
+        auto left = lingering_processes(root_ + "/", 1.0, true);
+        EXPECT_TRUE(left.empty()) << "layerd-fs processes left behind: " << pids_text(left);
     }
 
     // Mounts a small tmpfs at dir (created if needed); TearDown removes it.
@@ -461,6 +462,16 @@ TEST_F(BadInputTest, NoMountpoint)
     expect_refused({"-o", layers()}, mnt(), {"mountpoint", "mount point", "MOUNTPOINT", "Mountpoint", "Mount point"});
 }
 
+// The same refusal in the form mount.fuse3 uses (source argument first,
+// generic mount options mixed in).
+TEST_F(BadInputTest, BadLowerdirInMountHelperForm)
+{
+    std::string missing = root_ + "/no-such-lower";
+    expect_refused({"layerd-fs", mnt(), "-o",
+                    "rw,lowerdir=" + missing + ",upperdir=" + upper() + ",workdir=" + work() + ",dev,suid"},
+                   mnt(), {missing}, kNoSuchFile);
+}
+
 // A stack mounted over its own top lower dir (as /etc over /etc): the daemon
 // opened the layers before mounting and never resolves through its mount.
 TEST_F(BadInputTest, MountOverOwnLowerDir)
@@ -493,25 +504,33 @@ TEST_F(BadInputTest, MountOverOwnLowerDir)
     EXPECT_FALSE(exists(lower(0, "bottom.txt")));
 }
 
-// mount -t fuse.layerd-fs through mount.fuse3, which runs
-// `layerd-fs layerd-fs MNT -o rw,lowerdir=…,dev,suid`; a plain umount ends it.
-TEST_F(BadInputTest, MountHelperThroughMountFuse3)
+// The directory holding the layerd-fs under test, absolute.
+std::string binary_dir()
 {
-    std::string bin = layerd_fs_binary();
-    ASSERT_EQ(basename_of(bin), "layerd-fs") << "mount.fuse3 runs the binary named after the fs type";
-    ASSERT_EQ(::access("/sbin/mount.fuse3", X_OK), 0) << "mount.fuse3 (fuse3) is not installed";
-    std::string dir = dirname_of(bin);
+    std::string dir = dirname_of(layerd_fs_binary());
     if (dir.empty() || dir[0] != '/') {
         char cwd[4096];
-        ASSERT_NE(::getcwd(cwd, sizeof cwd), nullptr);
-        dir = std::string(cwd) + "/" + dir;
+        if (::getcwd(cwd, sizeof cwd))
+            dir = std::string(cwd) + "/" + dir;
     }
+    return dir;
+}
 
-    RunResult r = run({"mount", "-t", "fuse.layerd-fs", "layerd-fs", mnt(), "-o", layers()}, dir);
-    SCOPED_TRACE("command: PATH=" + dir + ":$PATH " + r.command);
-    ASSERT_FALSE(r.timed_out) << "mount did not return within 10 s";
+// mount.fuse3 as mount(8) runs it for `mount -t fuse.layerd-fs layerd-fs MNT
+// -o …` (seen with strace: `/sbin/mount.fuse layerd-fs MNT -o rw,… -t
+// fuse.layerd-fs`); it in turn runs `layerd-fs layerd-fs MNT -o rw,…,dev,suid`
+// through /bin/sh and PATH. A plain umount then ends the daemon.
+TEST_F(BadInputTest, MountFuse3HelperStartsAndUmountEndsIt)
+{
+    ASSERT_EQ(basename_of(layerd_fs_binary()), "layerd-fs") << "mount.fuse3 runs the binary named after the fs type";
+    ASSERT_EQ(::access("/sbin/mount.fuse3", X_OK), 0) << "mount.fuse3 (fuse3) is not installed";
+
+    RunResult r = run({"/sbin/mount.fuse3", "layerd-fs", mnt(), "-o", "rw," + layers(), "-t", "fuse.layerd-fs"},
+                      binary_dir());
+    SCOPED_TRACE("command: PATH=" + binary_dir() + ":$PATH " + r.command);
+    ASSERT_FALSE(r.timed_out) << "mount.fuse3 did not return within 10 s";
     ASSERT_EQ(r.status, 0) << "stderr: " << r.err;
-    ASSERT_TRUE(layerd_mounted_at(mnt())) << "mount returned before the mount was live (or mounted nothing)";
+    ASSERT_TRUE(layerd_mounted_at(mnt())) << "mount.fuse3 returned before the mount was live (or mounted nothing)";
     auto daemons = layerd_processes(mnt());
     EXPECT_EQ(daemons.size(), 1u) << pids_text(daemons);
 
@@ -525,6 +544,47 @@ TEST_F(BadInputTest, MountHelperThroughMountFuse3)
     EXPECT_FALSE(layerd_mounted_at(mnt()));
     auto left = lingering_processes(mnt(), 5.0);
     EXPECT_TRUE(left.empty()) << "layerd-fs still running after a plain umount: " << pids_text(left);
+}
+
+// The real `mount -t fuse.layerd-fs layerd-fs MNT -o …` and `umount MNT`.
+// mount(8) drops PATH from the environment (util-linux sanitize_env), so the
+// helper's /bin/sh only searches its default PATH, whose first entry is
+// /usr/local/sbin: in a private mount namespace a dir holding a `layerd-fs`
+// symlink is bind-mounted there, as if installed. The mount, the checks
+// through it and the umount all run inside that namespace; the daemon must
+// be gone afterwards (processes are visible from here).
+TEST_F(BadInputTest, MountCommandThroughMountFuse3AndPlainUmount)
+{
+    ASSERT_EQ(::access("/sbin/mount.fuse3", X_OK), 0) << "mount.fuse3 (fuse3) is not installed";
+    std::string bindir = root_ + "/sbin";
+    ASSERT_EQ(::mkdir(bindir.c_str(), 0755), 0);
+    std::string bin = layerd_fs_binary();
+    if (bin[0] != '/')
+        bin = binary_dir() + "/" + basename_of(bin);
+    ASSERT_EQ(::symlink(bin.c_str(), (bindir + "/layerd-fs").c_str()), 0);
+
+    auto q = [](const std::string& p) { return "'" + p + "'"; };
+    std::string out = root_ + "/ns.out";
+    std::string script =
+        "set -u; mount --bind " + q(bindir) + " /usr/local/sbin || exit 10; "
+        "mount -t fuse.layerd-fs layerd-fs " + q(mnt()) + " -o " + q(layers()) + " || exit 11; "
+        "grep -q ' " + mnt() + " .* - fuse.layerd-fs ' /proc/self/mountinfo || exit 12; "
+        "cat " + q(mnt("own.txt")) + " " + q(mnt("bottom.txt")) + " > " + q(out) + " || exit 13; "
+        "echo ns > " + q(mnt("via-mount")) + " || exit 14; "
+        "umount " + q(mnt()) + " || exit 15; "
+        "grep -q ' " + mnt() + " ' /proc/self/mountinfo && exit 16; exit 0";
+    RunResult r = run({"unshare", "--mount", "--propagation", "private", "sh", "-c", script});
+    ASSERT_FALSE(r.timed_out) << "the mount/umount script did not finish within 10 s";
+    const char* what[] = {"bind mount over /usr/local/sbin", "mount -t fuse.layerd-fs", "mount not in mountinfo",
+                          "read through the mount", "write through the mount", "umount", "still mounted after umount"};
+    EXPECT_EQ(r.status, 0) << (r.status >= 10 && r.status <= 16 ? what[r.status - 10] : "unshare")
+                           << " failed; stderr: " << r.err;
+    EXPECT_EQ(read_file(out), "top lower\nbottom lower\n");
+    EXPECT_EQ(read_file(upper("via-mount")), "ns\n");
+    auto left = lingering_processes(mnt(), 5.0);
+    EXPECT_TRUE(left.empty()) << "layerd-fs still running after a plain umount: " << pids_text(left);
+    for (pid_t p : left)
+        ::kill(p, SIGKILL); // its namespace is private: TearDown cannot reach the mount
 }
 
 } // namespace

@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,10 +23,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <map>
 #include <mutex>
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace layerd::test {
@@ -35,7 +39,7 @@ constexpr int kSmallFiles = 200;
 constexpr size_t kSmallSize = 16 * 1024;
 constexpr int kLargeFiles = 4;
 constexpr size_t kLargeSize = 32 * 1024 * 1024;
-constexpr int kRounds = 6;
+constexpr int kRounds = 12;
 
 std::string pseudo_random(size_t n, uint64_t seed)
 {
@@ -127,6 +131,23 @@ std::string check_content(const std::string& content, const std::string& origina
     return "";
 }
 
+// Runs a cleanup once: explicitly or at scope exit (also on a failed ASSERT).
+class ScopeExit {
+public:
+    explicit ScopeExit(std::function<void()> f) : f_(std::move(f)) {}
+    ScopeExit(const ScopeExit&) = delete;
+    ScopeExit& operator=(const ScopeExit&) = delete;
+    ~ScopeExit() { run(); }
+    void run()
+    {
+        if (f_)
+            std::exchange(f_, nullptr)();
+    }
+
+private:
+    std::function<void()> f_;
+};
+
 class CrashTest : public OverlayTest {
 protected:
     void SetUp() override
@@ -189,10 +210,12 @@ protected:
     std::vector<std::string> originals_;
 };
 
-// One round: mount on an empty upper, start the storm, SIGKILL the daemon
-// after `delay`, then check the upper on disk, remount, check the view and W/work.
+// What the writers of one round did.
 struct StormStats {
     std::atomic<long> appends{0};
+    // Appends whose write(2), fsync(2) and close(2) all succeeded, per file:
+    // the daemon had the data before the kill.
+    std::map<std::string, std::atomic<int>> acked;
     std::atomic<long> errors_before_kill{0};
     std::mutex mu;
     std::string first_error;
@@ -203,6 +226,7 @@ void writer_loop(const std::string& mnt_root, const std::vector<std::string>& na
 {
     std::mt19937_64 rng(seed);
     std::vector<std::string> order = names;
+    unsigned count = 0;
     while (!stop.load()) {
         std::shuffle(order.begin(), order.end(), rng);
         for (const auto& n : order) {
@@ -212,6 +236,12 @@ void writer_loop(const std::string& mnt_root, const std::vector<std::string>& na
             int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
             std::string marker = "+writer" + std::to_string(id) + "\n";
             bool ok = fd >= 0 && ::write(fd, marker.data(), marker.size()) == static_cast<ssize_t>(marker.size());
+            // Every 4th append is fsync'ed: once fsync returns 0 the daemon has
+            // the data. (A close(2) alone is no proof with the writeback cache:
+            // a failed writeback is reported to only one of the closers.)
+            bool synced = ok && ++count % 4 == 0;
+            if (synced && ::fsync(fd) != 0)
+                ok = false;
             int err = errno;
             if (fd >= 0 && ::close(fd) != 0 && ok) {
                 ok = false;
@@ -219,6 +249,8 @@ void writer_loop(const std::string& mnt_root, const std::vector<std::string>& na
             }
             if (ok) {
                 stats.appends.fetch_add(1);
+                if (synced)
+                    stats.acked.at(n).fetch_add(1);
                 continue;
             }
             if (killed.load())
@@ -231,6 +263,9 @@ void writer_loop(const std::string& mnt_root, const std::vector<std::string>& na
     }
 }
 
+// Each round: mount on an empty upper, start the storm (threads and a process
+// appending, a thread changing metadata), SIGKILL the daemon after a seeded
+// random delay, check the upper on disk, remount, check the view and W/work.
 TEST_F(CrashTest, KillDuringCopyUpStormNeverLeavesHalfCopiedFiles)
 {
     uint64_t seed = 0;
@@ -251,7 +286,7 @@ TEST_F(CrashTest, KillDuringCopyUpStormNeverLeavesHalfCopiedFiles)
     for (int round = 0; round < kRounds; ++round) {
         // Even rounds kill early (inside the first big copy-ups), odd rounds later.
         int delay_ms = round % 2 == 0 ? std::uniform_int_distribution<int>(2, 80)(rng)
-                                      : std::uniform_int_distribution<int>(80, 700)(rng);
+                                      : std::uniform_int_distribution<int>(80, 500)(rng);
         SCOPED_TRACE("round " + std::to_string(round) + ", kill after " + std::to_string(delay_ms) + " ms, seed "
                      + std::to_string(seed));
         // Fresh upper and work for each round, so every round copies up again.
@@ -261,28 +296,65 @@ TEST_F(CrashTest, KillDuringCopyUpStormNeverLeavesHalfCopiedFiles)
 
         std::atomic<bool> stop{false}, killed{false};
         StormStats stats;
+        for (const auto& f : files_)
+            stats.acked[f] = 0;
         std::vector<std::thread> threads;
+        pid_t child = -1;
+        // Whatever happens below, the daemon dies, the mount goes, the child
+        // is reaped and the threads are joined before this round's scope ends.
+        ScopeExit end_storm([&] {
+            killed = true;
+            fs_.kill_hard();
+            stop = true;
+            if (child > 0) {
+                ::kill(child, SIGKILL);
+                ::waitpid(child, nullptr, 0);
+                child = -1;
+            }
+            for (auto& t : threads)
+                if (t.joinable())
+                    t.join();
+        });
         for (int t = 0; t < 6; ++t)
             threads.emplace_back(writer_loop, mnt(), std::cref(small), rng(), t, std::cref(stop), std::cref(killed),
                                  std::ref(stats));
         for (int t = 0; t < 2; ++t)
             threads.emplace_back(writer_loop, mnt(), std::cref(large), rng(), 100 + t, std::cref(stop),
                                  std::cref(killed), std::ref(stats));
-        // And one other process, appending to the small files in its own order.
-        std::string mnt_root = mnt();
-        uint64_t child_seed = rng();
-        pid_t child = ::fork();
-        ASSERT_GE(child, 0);
+        // One thread copies up by metadata changes (chmod, setxattr) instead.
+        threads.emplace_back(
+            [&stop, &killed, &stats](std::string root, std::vector<std::string> names, uint64_t tseed) {
+                std::mt19937_64 trng(tseed);
+                while (!stop.load()) {
+                    const std::string& n = names[trng() % names.size()];
+                    std::string path = root + "/" + n;
+                    int r = trng() % 2 ? ::chmod(path.c_str(), trng() % 2 ? 0600 : 0644)
+                                       : ::setxattr(path.c_str(), "user.crash", "1", 1, 0);
+                    if (r != 0 && !killed.load()) {
+                        stats.errors_before_kill.fetch_add(1);
+                        std::lock_guard lock(stats.mu);
+                        if (stats.first_error.empty())
+                            stats.first_error = "chmod/setxattr " + path + ": " + strerror(errno);
+                    }
+                    if (r != 0 && killed.load())
+                        return;
+                }
+            },
+            mnt(), files_, rng());
+        // And one other process, appending to the small files in its own
+        // order (everything it needs is allocated before the fork).
+        std::vector<std::string> child_paths;
+        for (const auto& n : small)
+            child_paths.push_back(mnt(n));
+        std::mt19937_64 crng(rng());
+        child = ::fork();
+        ASSERT_GE(child, 0) << strerror(errno);
         if (child == 0) {
-            std::mt19937_64 crng(child_seed);
-            std::vector<std::string> order = small;
             for (;;) {
-                std::shuffle(order.begin(), order.end(), crng);
-                for (const auto& n : order) {
-                    int fd = ::open((mnt_root + "/" + n).c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-                    if (fd < 0)
-                        ::_exit(0);
-                    if (::write(fd, "+child\n", 7) != 7)
+                std::shuffle(child_paths.begin(), child_paths.end(), crng);
+                for (const auto& path : child_paths) {
+                    int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+                    if (fd < 0 || ::write(fd, "+child\n", 7) != 7)
                         ::_exit(0);
                     ::close(fd);
                 }
@@ -294,12 +366,7 @@ TEST_F(CrashTest, KillDuringCopyUpStormNeverLeavesHalfCopiedFiles)
         pid_t daemon = fs_.pid();
         ASSERT_GT(daemon, 0);
         ASSERT_EQ(::kill(daemon, SIGKILL), 0) << strerror(errno);
-        fs_.kill_hard(); // reaps it, aborts the connection, detaches the mount
-        stop = true;
-        ::kill(child, SIGKILL);
-        ::waitpid(child, nullptr, 0);
-        for (auto& t : threads)
-            t.join();
+        end_storm.run(); // reaps it, aborts the connection, detaches the mount, joins the writers
 
         int copied = copied_up_count();
         std::printf("round %d: killed after %d ms, %ld appends done, %d/%zu files in the upper, W/work: [%s]\n",
@@ -313,9 +380,39 @@ TEST_F(CrashTest, KillDuringCopyUpStormNeverLeavesHalfCopiedFiles)
 
         mount();
         ASSERT_FALSE(HasFatalFailure());
+        // Cleaning may run in the background right after the mount: allow 2 s.
         std::vector<std::string> left = entries_below(work("work"));
+        for (int i = 0; i < 100 && !left.empty(); ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+            left = entries_below(work("work"));
+        }
         EXPECT_TRUE(left.empty()) << "W/work not cleaned at mount: " << join(left);
         check_all("view after remount", false);
+        // Appends acknowledged before the kill (write, fsync and close returned
+        // 0, so the daemon had replied to the WRITE and FSYNC) survive it.
+        {
+            int lost_files = 0;
+            long lost = 0;
+            std::string example;
+            for (size_t i = 0; i < files_.size(); ++i) {
+                std::string content;
+                if (!slurp(mnt(files_[i]), content) || content.size() < originals_[i].size())
+                    continue; // reported by check_all
+                std::string tail = content.substr(originals_[i].size());
+                int found = 0;
+                for (size_t pos = 0; (pos = tail.find("+writer", pos)) != std::string::npos; ++pos)
+                    ++found;
+                int want = stats.acked.at(files_[i]).load();
+                if (found < want) {
+                    ++lost_files;
+                    lost += want - found;
+                    if (example.empty())
+                        example = files_[i] + ": " + std::to_string(want) + " acknowledged, " + std::to_string(found)
+                            + " present" + (exists(upper(files_[i])) ? "" : " (not in the upper)");
+                }
+            }
+            EXPECT_EQ(lost, 0) << "acknowledged appends lost in " << lost_files << " files, e.g. " << example;
+        }
 
         // The stack is usable again: an append lands after the original data.
         {

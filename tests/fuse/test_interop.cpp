@@ -351,6 +351,8 @@ void populate(const std::string& l0, const std::string& l1)
     put(l1 + "/base/overwritten.txt", "overwritten by a rename\n");
     put(l1 + "/base/swap1", "swap original\n");
     put(l1 + "/base/suid", "#!/bin/sh\n", 04755);
+    put(l1 + "/base/hl1", "hard linked\n");
+    ASSERT_EQ(::link((l1 + "/base/hl1").c_str(), (l1 + "/base/hl2").c_str()), 0); // one lower inode, two names
     put(l1 + "/deep/x/y/z.txt", "zulu\n");
     put(l1 + "/deep/x/other.txt", "other\n");
     put(l1 + "/ldir/f1", "ldir f1\n");
@@ -426,7 +428,9 @@ void create(const std::string& path, const std::string& data, mode_t mode)
 }
 
 // The change set, made through a mounted overlay at m (layerd-fs or kernel).
-void apply_changes(const std::string& m)
+// Without dir_renames it leaves out the directory renames (kernel overlayfs
+// cannot follow redirects with userxattr).
+void apply_changes(const std::string& m, bool dir_renames = true)
 {
     auto p = [&](const std::string& rel) { return m + "/" + rel; };
     // new files and dirs
@@ -442,6 +446,7 @@ void apply_changes(const std::string& m)
     pwrite_at(p("base/e.bin"), "PATCHED IN THE MIDDLE", 50000);
     pwrite_at(p("deep/x/y/z.txt"), "ZULU!\n", 0);
     append(p("merged/m_low1"), "appended\n");
+    append(p("base/hl1"), "through hl1\n"); // the kernel (index=off) breaks the link: hl2 keeps the lower data
     // metadata-only changes
     step(::chmod(p("base/b.txt").c_str(), 0755), "chmod base/b.txt");
     step(::chmod(p("deep").c_str(), 0700), "chmod deep");
@@ -487,6 +492,8 @@ void apply_changes(const std::string& m)
     step(::rename(p("base/swap1").c_str(), p("base/swap1.moved").c_str()), "rename base/swap1");
     create(p("base/swap1"), "replacement\n", 0644);
     // renames of lower dirs (redirects)
+    if (!dir_renames)
+        return;
     step(::rename(p("ldir").c_str(), p("ldir_renamed").c_str()), "rename ldir");
     create(p("ldir_renamed/new_in_renamed"), "new in renamed\n", 0644);
     step(::rename(p("ldir_renamed/f1").c_str(), p("ldir_renamed/f1b").c_str()), "rename ldir_renamed/f1");
@@ -514,22 +521,30 @@ std::string field(const Tree& t, const std::string& path, const std::string& key
 
 // What apply_changes must have produced, checked on a view (so that a change
 // silently lost on both sides does not pass as "equal").
-void expect_changes_visible(const Tree& t, const std::string& view)
+void expect_changes_visible(const Tree& t, const std::string& view, bool dir_renames = true)
 {
     SCOPED_TRACE("view: " + view);
     for (const char* gone : {"base/del1.txt", "del0.txt", "merged/shadow", "lnk2", "fifo_low", "rmme", "rmme/r1",
-                             "opq/o1", "opq/o2", "opq/osub", "opq/osub/o3", "base/c.txt", "ren0.txt", "ldir/f1",
-                             "ldir/sub", "ldir/ln", "deep/x", "deep/x/y/z.txt", "ldir0", "mv_merged",
-                             "dir2file/inner", "ldir_renamed/f1"})
+                             "opq/o1", "opq/o2", "opq/osub", "opq/osub/o3", "base/c.txt", "ren0.txt",
+                             "dir2file/inner"})
         EXPECT_FALSE(has(t, gone)) << gone << " is still visible";
     for (const char* there : {"new.txt", "newdir/sub/file", "merged/created", "merged/m_low0", "merged/m_low1",
                               "newfifo", "newlink", "newdir/dangling", "newdir/rel", "opq/fresh",
                               "file2dir/inside", "base/c_renamed.txt", "newdir/ren0_moved.txt", "base/swap1.moved",
-                              "ldir_renamed/f1b", "ldir_renamed/ln", "ldir_renamed/sub/f2",
-                              "ldir_renamed/new_in_renamed", "ldir/after", "newdir/x_moved/y/z.txt",
-                              "newdir/x_moved/other.txt", "ldir0_renamed/g1", "ldir0_renamed/gsub/g2",
-                              "mv_merged2/ml0", "mv_merged2/ml1", "deep", "xattr_dir/keep"})
+                              "deep", "xattr_dir/keep"})
         EXPECT_TRUE(has(t, there)) << there << " is missing";
+    if (dir_renames) {
+        for (const char* gone : {"ldir/f1", "ldir/sub", "ldir/ln", "deep/x", "deep/x/y/z.txt", "ldir0", "mv_merged",
+                                 "ldir_renamed/f1"})
+            EXPECT_FALSE(has(t, gone)) << gone << " is still visible";
+        for (const char* there : {"ldir_renamed/f1b", "ldir_renamed/ln", "ldir_renamed/sub/f2",
+                                  "ldir_renamed/new_in_renamed", "ldir/after", "newdir/x_moved/y/z.txt",
+                                  "newdir/x_moved/other.txt", "ldir0_renamed/g1", "ldir0_renamed/gsub/g2",
+                                  "mv_merged2/ml0", "mv_merged2/ml1"})
+            EXPECT_TRUE(has(t, there)) << there << " is missing";
+    }
+    const char* z = dir_renames ? "newdir/x_moved/y/z.txt" : "deep/x/y/z.txt";
+    EXPECT_EQ(field(t, z, "sha256"), sha256_hex("ZULU!\n"));
     auto type = [&](const std::string& path) { return has(t, path) ? t.at(path).type : '-'; };
     EXPECT_EQ(type("file2dir"), 'd');
     EXPECT_EQ(type("dir2file"), 'f');
@@ -538,7 +553,9 @@ void expect_changes_visible(const Tree& t, const std::string& view)
     EXPECT_EQ(field(t, "opq", "mode"), "755");
     EXPECT_EQ(field(t, "base/a.txt", "sha256"), sha256_hex("alpha\nmore alpha\n"));
     EXPECT_EQ(field(t, "base/d.txt", "sha256"), sha256_hex("del"));
-    EXPECT_EQ(field(t, "newdir/x_moved/y/z.txt", "sha256"), sha256_hex("ZULU!\n"));
+    EXPECT_EQ(field(t, "base/hl1", "sha256"), sha256_hex("hard linked\nthrough hl1\n"));
+    EXPECT_EQ(field(t, "base/hl2", "sha256"), sha256_hex("hard linked\n")) << "copy-up of one lower hard link "
+                                                                             "changed the other name";
     EXPECT_EQ(field(t, "base/overwritten.txt", "sha256"), sha256_hex("replacement by rename\n"));
     EXPECT_EQ(field(t, "base/swap1", "sha256"), sha256_hex("replacement\n"));
     EXPECT_EQ(field(t, "base/swap1.moved", "sha256"), sha256_hex("swap original\n"));
@@ -629,6 +646,20 @@ TEST_F(InteropTest, KernelReadsWhatLayerdWrote)
     struct stat wh {};
     ASSERT_EQ(::lstat(upper("base/del1.txt").c_str(), &wh), 0) << "no whiteout for base/del1.txt in the upper";
     EXPECT_TRUE(S_ISCHR(wh.st_mode) && wh.st_rdev == makedev(0, 0)) << "whiteout is not a 0/0 char device";
+    // Opaque dirs and dir renames use the kernel's xattrs, and a dir rename
+    // moves no data: the renamed dir's lower files stay in the lower.
+    auto xattr = [](const std::string& path, const char* name) {
+        char buf[4096];
+        ssize_t n = ::lgetxattr(path.c_str(), name, buf, sizeof buf);
+        return n < 0 ? std::string("<") + strerror(errno) + ">" : std::string(buf, static_cast<size_t>(n));
+    };
+    EXPECT_EQ(xattr(upper("opq"), "trusted.overlay.opaque"), "y");
+    for (const char* renamed : {"ldir_renamed", "newdir/x_moved", "ldir0_renamed", "mv_merged2"})
+        EXPECT_NE(xattr(upper(renamed), "trusted.overlay.redirect")[0], '<')
+            << renamed << " has no trusted.overlay.redirect: " << xattr(upper(renamed), "trusted.overlay.redirect");
+    for (const char* not_copied : {"ldir_renamed/sub/f2", "ldir_renamed/ln", "newdir/x_moved/other.txt",
+                                   "ldir0_renamed/gsub/g2", "mv_merged2/ml0", "mv_merged2/ml1"})
+        EXPECT_FALSE(exists(upper(not_copied))) << not_copied << " was copied up by a directory rename";
 
     std::string kmnt = fresh_dir("kmnt");
     std::string kwork = fresh_dir("kwork");
@@ -677,6 +708,67 @@ TEST_F(InteropTest, LayerdReadsWhatKernelWrote)
     EXPECT_EQ(tree_diff(kernel_view, "kernel", layerd_view, "layerd-fs"), "")
         << "layerd-fs serves a different tree on the layers kernel overlayfs wrote";
     expect_changes_visible(layerd_view, "layerd-fs on the kernel's layers");
+}
+
+// xattr_format user / -o userxattr: the layers use user.overlay.* like the
+// kernel's userxattr option, which never follows redirects, so the change set
+// leaves out directory renames here.
+TEST_F(InteropTest, UserxattrKernelReadsWhatLayerdWrote)
+{
+    populate(lower(0), lower(1));
+    ASSERT_FALSE(HasFatalFailure());
+    mount("userxattr");
+    ASSERT_FALSE(HasFatalFailure());
+    apply_changes(mnt(), false);
+    Tree layerd_view = snapshot(mnt());
+    expect_changes_visible(layerd_view, "layerd-fs -o userxattr after the changes", false);
+    unmount();
+
+    char buf[16];
+    ssize_t n = ::lgetxattr(upper("opq").c_str(), "user.overlay.opaque", buf, sizeof buf);
+    EXPECT_EQ(n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string(strerror(errno)), "y")
+        << "opaque dir without user.overlay.opaque=y";
+    EXPECT_LT(::lgetxattr(upper("opq").c_str(), "trusted.overlay.opaque", buf, sizeof buf), 0)
+        << "userxattr mount wrote trusted.overlay.opaque";
+
+    std::string kmnt = fresh_dir("kmnt");
+    std::string kwork = fresh_dir("kwork");
+    KernelOverlay k;
+    std::string err = k.mount("lowerdir=" + lower(0) + ":" + lower(1) + ",upperdir=" + upper() + ",workdir=" + kwork
+                                  + ",userxattr",
+                              kmnt, MS_RDONLY);
+    ASSERT_EQ(err, "");
+    Tree kernel_view = snapshot(kmnt);
+    k.unmount();
+    EXPECT_EQ(tree_diff(layerd_view, "layerd-fs", kernel_view, "kernel"), "")
+        << "kernel overlayfs (userxattr) sees a different tree on the layers layerd-fs wrote";
+}
+
+TEST_F(InteropTest, UserxattrLayerdReadsWhatKernelWrote)
+{
+    populate(lower(0), lower(1));
+    ASSERT_FALSE(HasFatalFailure());
+    std::string kmnt = fresh_dir("kmnt");
+    std::string kwork = fresh_dir("kwork");
+    Tree kernel_view;
+    {
+        KernelOverlay k;
+        std::string err = k.mount("lowerdir=" + lower(0) + ":" + lower(1) + ",upperdir=" + upper()
+                                      + ",workdir=" + kwork + ",userxattr",
+                                  kmnt);
+        ASSERT_EQ(err, "");
+        apply_changes(kmnt, false);
+        kernel_view = snapshot(kmnt);
+        k.unmount();
+    }
+    expect_changes_visible(kernel_view, "kernel (userxattr) after the changes", false);
+
+    mount("userxattr");
+    ASSERT_FALSE(HasFatalFailure());
+    Tree layerd_view = snapshot(mnt());
+    EXPECT_EQ(tree_diff(kernel_view, "kernel", layerd_view, "layerd-fs"), "")
+        << "layerd-fs -o userxattr serves a different tree on the layers kernel overlayfs (userxattr) wrote";
+    expect_changes_visible(layerd_view, "layerd-fs -o userxattr on the kernel's layers", false);
 }
 
 // The same change set made through each on identical lowers gives the same view.

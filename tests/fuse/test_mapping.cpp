@@ -237,13 +237,13 @@ TEST_F(MappingTest, SharedReadMappingSeesWritesOfAnotherProcess)
     ASSERT_EQ(m.bytes(0, len), std::string(len, 'a'));
 
     std::string path = mnt("d/f");
+    std::string z(pg, 'Z'); // allocated before the fork
     pid_t child = ::fork();
     ASSERT_GE(child, 0);
     if (child == 0) {
         int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
         if (fd < 0)
             ::_exit(2);
-        std::string z(pg, 'Z');
         if (::pwrite(fd, z.data(), z.size(), static_cast<off_t>(pg)) != static_cast<ssize_t>(z.size()))
             ::_exit(3);
         if (::close(fd) != 0)
@@ -483,6 +483,161 @@ TEST_F(MappingTest, SharedWritableMappingThenRead)
     EXPECT_BYTES(pread_all(before.get(), len + 10), want) << "(fd opened before copy-up, after drop_caches)";
     EXPECT_BYTES(read_file(mnt("w")), want) << "(new open, after drop_caches)";
     EXPECT_BYTES(read_file(lower(1, "w")), std::string(len, 'l')) << "the lower file changed";
+}
+
+// A mapping and an fd opened on a lower file follow it through a rename
+// (which copies it up) and see a write made through the new name.
+TEST_F(MappingTest, MappingAndFdFollowRenameOfLowerFile)
+{
+    const size_t pg = page_size();
+    const size_t len = 2 * pg;
+    write_file(lower(1, "r"), std::string(len, 'r'));
+    mount();
+
+    Fd ro(::open(mnt("r").c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_GE(ro.get(), 0) << strerror(errno);
+    Mapping m(ro.get(), len, PROT_READ, MAP_SHARED);
+    ASSERT_TRUE(m) << strerror(errno);
+    ASSERT_EQ(m.bytes(0, len), std::string(len, 'r'));
+    struct stat before {};
+    ASSERT_EQ(::fstat(ro.get(), &before), 0);
+
+    ASSERT_EQ(::rename(mnt("r").c_str(), mnt("r2").c_str()), 0) << strerror(errno);
+    EXPECT_FALSE(exists(mnt("r")));
+    {
+        Fd rw(::open(mnt("r2").c_str(), O_RDWR | O_CLOEXEC));
+        ASSERT_GE(rw.get(), 0) << strerror(errno);
+        pwrite_all(rw.get(), std::string(pg, 'Q'), static_cast<off_t>(pg));
+        ASSERT_EQ(::fsync(rw.get()), 0) << strerror(errno);
+    }
+    EXPECT_BYTES(m.bytes(pg, pg), std::string(pg, 'Q')) << "mapping does not see a write through the new name";
+    EXPECT_BYTES(pread_all(ro.get(), len + 1), std::string(pg, 'r') + std::string(pg, 'Q'));
+    struct stat after {};
+    ASSERT_EQ(::fstat(ro.get(), &after), 0);
+    EXPECT_EQ(after.st_ino, before.st_ino) << "st_ino changed across the rename";
+    EXPECT_EQ(lstat_of(mnt("r2")).st_ino, before.st_ino);
+    MapsEntry e = maps_entry(m.data());
+    ASSERT_TRUE(e.found);
+    EXPECT_EQ(e.path, mnt("r2")) << e.line;
+
+    ASSERT_EQ(::madvise(m.data(), len, MADV_DONTNEED), 0) << strerror(errno);
+    drop_caches();
+    EXPECT_BYTES(m.bytes(0, len), std::string(pg, 'r') + std::string(pg, 'Q')) << "(after drop_caches)";
+    EXPECT_BYTES(read_file(lower(1, "r")), std::string(len, 'r')) << "the lower file changed";
+}
+
+// Unlinking a lower file (a whiteout) leaves fds and mappings opened on it
+// working; fstat of the open, unlinked file shows st_nlink 0 (DESIGN.md §10).
+TEST_F(MappingTest, FdAndMappingSurviveUnlinkOfLowerFile)
+{
+    const size_t pg = page_size();
+    write_file(lower(0, "u"), std::string(pg, 'u'));
+    mount();
+
+    Fd ro(::open(mnt("u").c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_GE(ro.get(), 0) << strerror(errno);
+    Mapping m(ro.get(), pg, PROT_READ, MAP_SHARED);
+    ASSERT_TRUE(m) << strerror(errno);
+    ASSERT_EQ(m.bytes(0, pg), std::string(pg, 'u'));
+
+    ASSERT_EQ(::unlink(mnt("u").c_str()), 0) << strerror(errno);
+    EXPECT_FALSE(exists(mnt("u")));
+    struct stat st {};
+    ASSERT_EQ(::fstat(ro.get(), &st), 0) << strerror(errno);
+    EXPECT_EQ(st.st_nlink, 0u) << "fstat of an open, unlinked file";
+
+    ASSERT_EQ(::madvise(m.data(), pg, MADV_DONTNEED), 0) << strerror(errno);
+    drop_caches();
+    EXPECT_BYTES(m.bytes(0, pg), std::string(pg, 'u')) << "mapping lost its data after the unlink";
+    EXPECT_BYTES(pread_all(ro.get(), pg + 1), std::string(pg, 'u')) << "old fd lost its data after the unlink";
+    EXPECT_BYTES(read_file(lower(0, "u")), std::string(pg, 'u'));
+}
+
+// A metadata change copies the file up first (chmod), then a data write
+// follows: the mapping and the old fd see the data, the old fd the new mode.
+TEST_F(MappingTest, MappingSeesWriteAfterMetadataCopyUp)
+{
+    const size_t pg = page_size();
+    write_file(lower(0, "c"), std::string(pg, 'c'));
+    mount();
+
+    Fd ro(::open(mnt("c").c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_GE(ro.get(), 0) << strerror(errno);
+    Mapping m(ro.get(), pg, PROT_READ, MAP_SHARED);
+    ASSERT_TRUE(m) << strerror(errno);
+    ASSERT_EQ(m.bytes(0, pg), std::string(pg, 'c'));
+
+    ASSERT_EQ(::chmod(mnt("c").c_str(), 0600), 0) << strerror(errno);
+    struct stat st {};
+    ASSERT_EQ(::fstat(ro.get(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0600u) << "old fd does not see the chmod";
+    {
+        Fd rw(::open(mnt("c").c_str(), O_RDWR | O_CLOEXEC));
+        ASSERT_GE(rw.get(), 0) << strerror(errno);
+        pwrite_all(rw.get(), "after chmod", 0);
+        ASSERT_EQ(::fsync(rw.get()), 0) << strerror(errno);
+    }
+    std::string want = std::string(pg, 'c').replace(0, 11, "after chmod");
+    EXPECT_BYTES(m.bytes(0, pg), want);
+    ASSERT_EQ(::madvise(m.data(), pg, MADV_DONTNEED), 0) << strerror(errno);
+    drop_caches();
+    EXPECT_BYTES(m.bytes(0, pg), want) << "(after drop_caches)";
+    EXPECT_BYTES(pread_all(ro.get(), pg + 1), want) << "(old fd, after drop_caches)";
+    EXPECT_BYTES(read_file(upper("c")), want);
+}
+
+// A mapping of a lower file sees the file grow when truncate(2) on the path
+// copies it up and extends it: the new page reads as zeros, no SIGBUS.
+TEST_F(MappingTest, MappingSeesTruncateExtendByPath)
+{
+    const size_t pg = page_size();
+    write_file(lower(0, "x"), std::string(pg, 'x'));
+    mount();
+
+    Fd ro(::open(mnt("x").c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_GE(ro.get(), 0) << strerror(errno);
+    Mapping m(ro.get(), 2 * pg, PROT_READ, MAP_SHARED); // page 1 is past EOF for now: not touched
+    ASSERT_TRUE(m) << strerror(errno);
+    ASSERT_EQ(m.bytes(0, pg), std::string(pg, 'x'));
+
+    ASSERT_EQ(::truncate(mnt("x").c_str(), static_cast<off_t>(2 * pg)), 0) << strerror(errno);
+    ASSERT_TRUE(exists(upper("x")));
+    struct stat st {};
+    ASSERT_EQ(::fstat(ro.get(), &st), 0);
+    ASSERT_EQ(st.st_size, static_cast<off_t>(2 * pg)) << "old fd does not see the new size";
+    EXPECT_BYTES(m.bytes(0, pg), std::string(pg, 'x'));
+    EXPECT_BYTES(m.bytes(pg, pg), std::string(pg, '\0'));
+}
+
+// Two names of one lower inode (a hard link in the lower) are two files once
+// one is copied up, as in kernel overlayfs without index: a write through one
+// name must not reach the other's mapping or reads.
+TEST_F(MappingTest, LowerHardLinkNamesDoNotShareCopyUpWrites)
+{
+    const size_t pg = page_size();
+    write_file(lower(0, "h1"), std::string(pg, 'h'));
+    ASSERT_EQ(::link(lower(0, "h1").c_str(), lower(0, "h2").c_str()), 0) << strerror(errno);
+    mount();
+
+    Fd ro(::open(mnt("h2").c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_GE(ro.get(), 0) << strerror(errno);
+    Mapping m(ro.get(), pg, PROT_READ, MAP_SHARED);
+    ASSERT_TRUE(m) << strerror(errno);
+    ASSERT_EQ(m.bytes(0, pg), std::string(pg, 'h'));
+    {
+        Fd rw(::open(mnt("h1").c_str(), O_RDWR | O_CLOEXEC));
+        ASSERT_GE(rw.get(), 0) << strerror(errno);
+        pwrite_all(rw.get(), std::string(pg, '1'), 0);
+        ASSERT_EQ(::fsync(rw.get()), 0) << strerror(errno);
+    }
+    EXPECT_BYTES(read_file(mnt("h1")), std::string(pg, '1'));
+    EXPECT_BYTES(m.bytes(0, pg), std::string(pg, 'h')) << "h2's mapping sees a write made through h1";
+    EXPECT_BYTES(read_file(mnt("h2")), std::string(pg, 'h')) << "h2 shows data written through h1";
+    ASSERT_EQ(::madvise(m.data(), pg, MADV_DONTNEED), 0) << strerror(errno);
+    drop_caches();
+    EXPECT_BYTES(m.bytes(0, pg), std::string(pg, 'h')) << "(after drop_caches)";
+    EXPECT_BYTES(pread_all(ro.get(), pg + 1), std::string(pg, 'h')) << "(old fd of h2, after drop_caches)";
+    EXPECT_BYTES(read_file(lower(0, "h2")), std::string(pg, 'h')) << "the lower file changed";
 }
 
 } // namespace
