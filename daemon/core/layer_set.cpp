@@ -187,8 +187,14 @@ int LayerSet::clear_volatile_marker() const
 {
     if (!is_volatile || !work)
         return 0;
-    if (const Layer* up = upper(); up && ::syncfs(up->root.get()) != 0)
-        return -errno;
+    if (const Layer* up = upper()) {
+        int fd = open_beneath(up->root.get(), ".", O_RDONLY | O_DIRECTORY); // syncfs needs a real fd
+        if (fd < 0)
+            return fd;
+        UniqueFd dir(fd);
+        if (::syncfs(fd) != 0)
+            return -errno;
+    }
     if (::unlinkat(work.get(), volatile_marker, AT_REMOVEDIR) != 0 && errno != ENOENT)
         return -errno;
     return 0;

@@ -154,8 +154,15 @@ int Overlay::copy_up(const std::shared_ptr<Node>& node, bool with_data)
         if ((r = set_times(fd, times)) < 0)
             return discard(r);
 
+        // A copy-up changes no directory in the view: keep the parent's times
+        // (the new entry would otherwise bump its mtime), as the kernel does.
+        struct stat pst;
+        if (int r2 = stat_fd(pfd, &pst); r2 < 0)
+            return discard(r2);
         if (::renameat2(work, tmp.c_str(), pfd, name.c_str(), RENAME_NOREPLACE) != 0)
             return discard(-errno);
+        const struct timespec ptimes[2] = {pst.st_atim, pst.st_mtim};
+        set_times(pfd, ptimes);
 
         struct stat ust;
         if (int r2 = stat_fd(fd, &ust); r2 < 0)

@@ -88,6 +88,8 @@ void Overlay::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name)
         return (void)fuse_reply_err(req, ESTALE);
     if (xattrs_.is_private(name))
         return (void)fuse_reply_err(req, EOPNOTSUPP);
+    if (read_only())
+        return (void)fuse_reply_err(req, EROFS);
     // Removing what is not there changes nothing: no copy-up for it.
     if (::getxattr(ProcFdPath(n->stack()->top().fd.get()).c_str(), name, nullptr, 0) < 0)
         return (void)fuse_reply_err(req, errno);
