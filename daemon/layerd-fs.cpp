@@ -149,14 +149,26 @@ std::vector<std::string> split_lowers(const char* list)
     return out;
 }
 
-// One node holds one O_PATH fd per layer object it stands for.
+// A node holds an O_PATH fd per layer object it stands for, so the kernel's
+// inode cache, not an fd limit, bounds how many nodes there are: as root,
+// raise the limit to the system's ceiling (nr_open).
 void raise_fd_limit()
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
         return;
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
+    rlim_t ceiling = rl.rlim_max;
+    if (FILE* f = std::fopen("/proc/sys/fs/nr_open", "re")) {
+        unsigned long long nr_open = 0;
+        if (std::fscanf(f, "%llu", &nr_open) == 1 && nr_open > ceiling)
+            ceiling = static_cast<rlim_t>(nr_open);
+        std::fclose(f);
+    }
+    struct rlimit want = {ceiling, ceiling};
+    if (setrlimit(RLIMIT_NOFILE, &want) != 0) { // not privileged: the soft one up to the hard one
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 }
 
 int run(int argc, char** argv)

@@ -31,14 +31,18 @@ UniqueFd open_dir(const std::string& what, const std::string& path, struct stat*
     if (fd < 0)
         fail(what, path, std::strerror(errno));
     UniqueFd dir(fd);
-    // O_PATH does not check read permission: a layer we cannot list is useless.
-    int probe = ::openat(dir.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (probe < 0)
-        fail(what, path, std::strerror(errno));
-    ::close(probe);
     if (::fstat(dir.get(), st) != 0)
         fail(what, path, std::strerror(errno));
     return dir;
+}
+
+// O_PATH does not check read permission: a layer we cannot list is useless.
+UniqueFd open_readable(const std::string& what, const std::string& path, int dirfd)
+{
+    int fd = ::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        fail(what, path, std::strerror(errno));
+    return UniqueFd(fd);
 }
 
 // True if directory `inner` is `outer` or lies beneath it (walks up by "..").
@@ -88,6 +92,7 @@ std::unique_ptr<Layer> make_layer(const std::string& what, const std::string& pa
     auto layer = std::make_unique<Layer>();
     struct stat st;
     layer->root = open_dir(what, path, &st);
+    layer->mount_fd = open_readable(what, path, layer->root.get());
     layer->path = path;
     layer->dev = st.st_dev;
     layer->ino = st.st_ino;
@@ -125,6 +130,7 @@ LayerSet LayerSet::open(const LayerSetConfig& config)
         }
         struct stat wst;
         UniqueFd workdir = open_dir("workdir", *config.work, &wst);
+        open_readable("workdir", *config.work, workdir.get());
         if (wst.st_dev != up->dev)
             fail("workdir", *config.work, fmt::format("is not on the filesystem of upperdir '{}'", up->path));
         if (is_within(workdir.get(), up->dev, up->ino))
@@ -168,6 +174,7 @@ LayerSet LayerSet::open(const LayerSetConfig& config)
     if (!config.mountpoint.empty()) {
         struct stat mst;
         UniqueFd mp = open_dir("mountpoint", config.mountpoint, &mst);
+        open_readable("mountpoint", config.mountpoint, mp.get());
         bool is_layer = false;
         for (auto& layer : set.layers)
             is_layer |= layer->dev == mst.st_dev && layer->ino == mst.st_ino;

@@ -25,6 +25,7 @@ public:
 struct Layer {
     std::string path;   // as configured, for messages
     UniqueFd root;      // O_PATH | O_DIRECTORY
+    UniqueFd mount_fd;  // O_RDONLY: open_by_handle_at() refuses O_PATH fds
     dev_t dev = 0;
     ino_t ino = 0;
     unsigned index = 0; // 0 = top of the view

@@ -17,11 +17,33 @@ void Overlay::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
     auto n = node(ino);
     if (!n)
         return (void)fuse_reply_err(req, ESTALE);
+    auto reply_current = [&] {
+        struct stat st;
+        if (int r = stat_node(*n, &st); r < 0)
+            return (void)fuse_reply_err(req, -r);
+        fuse_reply_attr(req, &st, options_.timeout);
+    };
+    // ctime cannot be set; the kernel's writeback cache sends it alone, e.g.
+    // right after an unlink. Nothing to copy up for that.
+    to_set &= ~FUSE_SET_ATTR_CTIME;
+    if (to_set == 0)
+        return reply_current();
+    if (n->unlinked.load() && !n->stack()->in_upper()) {
+        // A deleted lower file has no name left to copy up to: it keeps its
+        // times and stays as it was.
+        if ((to_set & ~(FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+                        FUSE_SET_ATTR_MTIME_NOW)) == 0)
+            return reply_current();
+        return (void)fuse_reply_err(req, ENOENT);
+    }
     bool truncate_to_zero = (to_set & FUSE_SET_ATTR_SIZE) && attr->st_size == 0;
     if (int r = copy_up(n, !truncate_to_zero); r < 0)
         return (void)fuse_reply_err(req, -r);
     auto stack = n->stack();
-    int fd = stack->top().fd.get();
+    FdLease lease = fd_of(stack->top());
+    if (!lease)
+        return (void)fuse_reply_err(req, -lease.error());
+    int fd = lease.get();
     auto fail = [&](int err) { fuse_reply_err(req, err); };
 
     if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
@@ -71,8 +93,11 @@ void Overlay::readlink(fuse_req_t req, fuse_ino_t ino)
     auto n = node(ino);
     if (!n)
         return (void)fuse_reply_err(req, ESTALE);
+    FdLease fd = fd_of(n->stack()->top());
+    if (!fd)
+        return (void)fuse_reply_err(req, -fd.error());
     char target[PATH_MAX + 1];
-    ssize_t len = ::readlinkat(n->stack()->top().fd.get(), "", target, PATH_MAX);
+    ssize_t len = ::readlinkat(fd.get(), "", target, PATH_MAX);
     if (len < 0)
         return (void)fuse_reply_err(req, errno);
     target[len] = '\0';

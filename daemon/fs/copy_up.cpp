@@ -34,7 +34,7 @@ int Overlay::upper_dir(const std::shared_ptr<Node>& dir, std::shared_ptr<const S
     if (int r = copy_up(dir); r < 0)
         return r;
     *stack = dir->stack();
-    return (*stack)->top().fd.get();
+    return 0;
 }
 
 namespace {
@@ -46,8 +46,7 @@ int set_times(int fd, const struct timespec times[2])
 }
 
 // Builds a copy of `src` (stat `st`) as work/tmp; returns an O_PATH fd of it.
-int build_copy(int work, const char* tmp, const Backing& src, const struct stat& st, bool with_data,
-               bool durable)
+int build_copy(int work, const char* tmp, int src, const struct stat& st, bool with_data, bool durable)
 {
     int r = 0;
     switch (st.st_mode & S_IFMT) {
@@ -61,7 +60,7 @@ int build_copy(int work, const char* tmp, const Backing& src, const struct stat&
             return out;
         UniqueFd outfd(out);
         if (with_data && st.st_size > 0) {
-            int in = reopen_fd(src.fd.get(), O_RDONLY);
+            int in = reopen_fd(src, O_RDONLY);
             if (in < 0)
                 return in;
             UniqueFd infd(in);
@@ -76,7 +75,7 @@ int build_copy(int work, const char* tmp, const Backing& src, const struct stat&
     }
     case S_IFLNK: {
         char target[PATH_MAX + 1];
-        ssize_t n = ::readlinkat(src.fd.get(), "", target, PATH_MAX);
+        ssize_t n = ::readlinkat(src, "", target, PATH_MAX);
         if (n < 0)
             return -errno;
         target[n] = '\0';
@@ -118,27 +117,29 @@ int Overlay::copy_up(const std::shared_ptr<Node>& node, bool with_data)
         if (stack->in_upper())
             return 0;
         std::shared_ptr<const Stack> pstack = parent->stack();
-        int pfd = pstack->top().fd.get();
-
-        const Backing& src = stack->top();
+        FdLease parent_fd = fd_of(pstack->top());
+        FdLease src = fd_of(stack->top());
+        if (!parent_fd || !src)
+            return parent_fd ? src.error() : parent_fd.error();
+        int pfd = parent_fd.get();
         struct stat st;
-        if (int r = stat_fd(src.fd.get(), &st); r < 0)
+        if (int r = stat_fd(src.get(), &st); r < 0)
             return r;
 
         int work = layers_.work.get();
         std::string tmp = temp_name();
-        int fd = build_copy(work, tmp.c_str(), src, st, with_data, !layers_.is_volatile);
+        int fd = build_copy(work, tmp.c_str(), src.get(), st, with_data, !layers_.is_volatile);
         auto discard = [&](int err) {
             remove_tree_at(work, tmp.c_str());
             return err;
         };
         if (fd < 0)
             return discard(fd);
-        UniqueFd copy(fd);
+        UniqueFd copy(fd); // handed to the fd cache below
 
         // Metadata: xattrs (never the overlay's own), origin inode number,
         // owner, then mode (chown clears set-id bits), then times last.
-        int r = copy_xattrs(src.fd.get(), fd, [this](std::string_view n) { return !xattrs_.is_private(n); });
+        int r = copy_xattrs(src.get(), fd, [this](std::string_view n) { return !xattrs_.is_private(n); });
         if (r < 0)
             return discard(r);
         if (!S_ISDIR(st.st_mode)) {
@@ -169,15 +170,13 @@ int Overlay::copy_up(const std::shared_ptr<Node>& node, bool with_data)
             return r2;
         auto next = std::make_shared<Stack>();
         next->entries.reserve(S_ISDIR(st.st_mode) ? stack->entries.size() + 1 : 1);
-        next->entries.push_back(Backing{layers_.upper(), std::move(copy), ust.st_dev, ust.st_ino});
+        Backing up{layers_.upper(), ust.st_dev, ust.st_ino,
+                   std::make_shared<BackingObject>(fds_, *layers_.upper(), ust.st_dev, ust.st_ino)};
+        fds_.adopt(*up.object, copy.release());
+        next->entries.push_back(std::move(up));
         if (S_ISDIR(st.st_mode)) {
             // An empty upper dir that merges with the lower ones below it.
-            for (const Backing& b : stack->entries) {
-                int dup = open_beneath(b.fd.get(), ".", O_PATH | O_DIRECTORY);
-                if (dup < 0)
-                    return dup;
-                next->entries.push_back(Backing{b.layer, UniqueFd(dup), b.dev, b.ino});
-            }
+            next->entries.insert(next->entries.end(), stack->entries.begin(), stack->entries.end());
             next->lower_path = stack->lower_path;
         }
         nodes_.rekey(*node, NodeKey{ust.st_dev, ust.st_ino, 0});

@@ -41,7 +41,10 @@ int Overlay::handle_fd(FileHandle& fh, bool for_write, std::shared_lock<std::sha
         uint64_t epoch = fh.node->epoch.load(std::memory_order_acquire);
         if (fh.epoch != epoch) {
             auto stack = fh.node->stack();
-            int fd = reopen_fd(stack->top().fd.get(), fh.flags & ~O_TRUNC);
+            FdLease object = fd_of(stack->top());
+            if (!object)
+                return object.error();
+            int fd = reopen_fd(object.get(), fh.flags & ~O_TRUNC);
             if (fd < 0)
                 return fd;
             fh.fd.reset(fd);
@@ -69,7 +72,10 @@ void Overlay::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi)
     fh->flags = open_flags_for(fi->flags);
     fh->epoch = n->epoch.load(std::memory_order_acquire);
     auto stack = n->stack();
-    int fd = reopen_fd(stack->top().fd.get(), fh->flags);
+    FdLease object = fd_of(stack->top());
+    if (!object)
+        return (void)fuse_reply_err(req, -object.error());
+    int fd = reopen_fd(object.get(), fh->flags);
     if (fd < 0)
         return (void)fuse_reply_err(req, -fd);
     fh->fd.reset(fd);

@@ -4,8 +4,11 @@
 
 #include "resolve.hpp"
 
+#include <sys/resource.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <climits>
@@ -15,19 +18,32 @@ namespace layerd::fs {
 
 namespace {
 
-// A backing object for one layer: fd (O_PATH) and its stat.
-int open_backing(const Layer& layer, int dirfd, const char* path, Backing* out, struct stat* st)
+// How many layer fds may stay open: half the fd limit, the rest is for open
+// files and directories and libfuse.
+size_t fd_cache_capacity()
 {
-    int fd = open_beneath(dirfd, path, O_PATH);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return 4096;
+    return std::max<size_t>(64, rl.rlim_cur / 2);
+}
+
+// open_by_handle_at() needs CAP_DAC_READ_SEARCH: try it on a layer root.
+bool handles_work(const Layer& layer)
+{
+    struct {
+        file_handle fh;
+        unsigned char bytes[MAX_HANDLE_SZ];
+    } buf;
+    buf.fh.handle_bytes = MAX_HANDLE_SZ;
+    int mount_id;
+    if (::name_to_handle_at(layer.root.get(), "", &buf.fh, &mount_id, AT_EMPTY_PATH) != 0)
+        return false;
+    int fd = ::open_by_handle_at(layer.mount_fd.get(), &buf.fh, O_PATH | O_CLOEXEC);
     if (fd < 0)
-        return fd;
-    out->fd = UniqueFd(fd);
-    if (int r = stat_fd(fd, st); r < 0)
-        return r;
-    out->layer = &layer;
-    out->dev = st->st_dev;
-    out->ino = st->st_ino;
-    return 0;
+        return false;
+    ::close(fd);
+    return true;
 }
 
 std::string join_path(const std::string& dir, std::string_view name)
@@ -44,9 +60,25 @@ std::string join_path(const std::string& dir, std::string_view name)
 
 } // namespace
 
+int Overlay::open_backing(const Layer& layer, int dirfd, const char* path, Backing* out, struct stat* st) const
+{
+    int fd = open_beneath(dirfd, path, O_PATH);
+    if (fd < 0)
+        return fd;
+    if (int r = stat_fd(fd, st); r < 0) {
+        ::close(fd);
+        return r;
+    }
+    out->layer = &layer;
+    out->dev = st->st_dev;
+    out->ino = st->st_ino;
+    out->object = std::make_shared<BackingObject>(fds_, layer, st->st_dev, st->st_ino);
+    return fds_.adopt(*out->object, fd);
+}
+
 Overlay::Overlay(LayerSet layers, OverlayOptions options)
-    : layers_(std::move(layers)), options_(options), xattrs_(options.xattr_format), my_uid_(geteuid()),
-      my_gid_(getegid())
+    : layers_(std::move(layers)), options_(options), xattrs_(options.xattr_format),
+      fds_(fd_cache_capacity(), handles_work(*layers_.layers.front())), my_uid_(geteuid()), my_gid_(getegid())
 {
     // The root merges every layer's root directory.
     auto stack = std::make_shared<Stack>();
@@ -106,19 +138,21 @@ int Overlay::resolve_child(const Stack& dir, std::string_view name, std::shared_
             return 0;
         }
         bool is_dir = S_ISDIR(st.st_mode);
-        int fd = b.fd.get();
-        child->entries.push_back(std::move(b));
+        child->entries.push_back(b);
         if (!is_dir) {
             stop = true;
             return 0;
         }
         if (layer.index + 1 == layers_.layers.size())
             return 0; // nothing below the bottom layer: no need for its xattrs
-        if (is_opaque_dir(fd, xattrs_)) {
+        FdLease fd = fd_of(b);
+        if (!fd)
+            return fd.error();
+        if (is_opaque_dir(fd.get(), xattrs_)) {
             stop = true;
             return 0;
         }
-        if (auto rd = read_xattr(fd, xattrs_.redirect); rd && !rd->empty()) {
+        if (auto rd = read_xattr(fd.get(), xattrs_.redirect); rd && !rd->empty()) {
             if ((*rd)[0] == '/') {
                 absolute = true;
                 abs_redirect = rd->substr(rd->find_first_not_of('/') == std::string::npos ? rd->size()
@@ -135,7 +169,10 @@ int Overlay::resolve_child(const Stack& dir, std::string_view name, std::shared_
         if (stop || absolute)
             break;
         const char* path = redirect.empty() ? cname : redirect.c_str();
-        if (int r = visit(*d.layer, d.fd.get(), path); r < 0)
+        FdLease dirfd = fd_of(d);
+        if (!dirfd)
+            return dirfd.error();
+        if (int r = visit(*d.layer, dirfd.get(), path); r < 0)
             return r;
     }
     if (absolute) {
@@ -166,7 +203,8 @@ uint64_t Overlay::st_ino_of(const Stack& stack, const struct stat& top) const
     }
     if (t.layer->writable) {
         // A copied-up object carries the number it had in its lower layer.
-        if (auto v = read_xattr(t.fd.get(), xattrs_.origin_ino)) {
+        FdLease fd = fd_of(t);
+        if (auto v = fd ? read_xattr(fd.get(), xattrs_.origin_ino) : std::nullopt) {
             uint64_t ino = 0;
             auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), ino);
             if (ec == std::errc() && p == v->data() + v->size() && ino != 0)
@@ -192,7 +230,8 @@ std::shared_ptr<Node> Overlay::node_for(const std::shared_ptr<Node>& parent, std
                                         std::shared_ptr<Stack> stack, const struct stat& st)
 {
     NodeKey key = key_of(parent.get(), name, stack->top(), st);
-    return nodes_.lookup(key, [&](uint64_t id) {
+    auto same = [&](const Node& n) { return n.stack()->top().object->same_handle(*stack->top().object); };
+    return nodes_.lookup(key, same, [&](uint64_t id) {
         auto n = std::make_shared<Node>(id, st.st_mode & S_IFMT, st_ino_of(*stack, st));
         n->set_stack(std::move(stack));
         n->set_place(parent, std::string(name));
@@ -204,7 +243,7 @@ std::shared_ptr<Node> Overlay::existing_node(const std::shared_ptr<Node>& parent
                                              std::shared_ptr<Stack> stack, const struct stat& st)
 {
     NodeKey key = key_of(parent.get(), name, stack->top(), st);
-    if (auto n = nodes_.find(key))
+    if (auto n = nodes_.find(key); n && n->stack()->top().object->same_handle(*stack->top().object))
         return n;
     // Not known to the kernel: a node of its own that the table never holds.
     auto n = std::make_shared<Node>(0, st.st_mode & S_IFMT, st_ino_of(*stack, st));
@@ -216,7 +255,10 @@ std::shared_ptr<Node> Overlay::existing_node(const std::shared_ptr<Node>& parent
 
 int Overlay::stat_node(const Node& node, const Stack& stack, struct stat* st) const
 {
-    if (int r = stat_fd(stack.top().fd.get(), st); r < 0)
+    FdLease fd = fd_of(stack.top());
+    if (!fd)
+        return fd.error();
+    if (int r = stat_fd(fd.get(), st); r < 0)
         return r;
     st->st_ino = node.st_ino;
     if (node.is_dir() && stack.entries.size() > 1)
@@ -231,8 +273,11 @@ bool Overlay::in_lower(const Stack& dir, const char* name) const
     for (const Backing& b : dir.entries) {
         if (b.layer->writable)
             continue;
+        FdLease fd = fd_of(b);
+        if (!fd)
+            return true; // unsure: keep a whiteout
         struct stat st;
-        int r = stat_at(b.fd.get(), name, &st);
+        int r = stat_at(fd.get(), name, &st);
         if (r == -ENOENT)
             continue;
         return r < 0 || !is_whiteout(st); // unsure: keep a whiteout

@@ -40,7 +40,10 @@ int Overlay::make_object(const std::shared_ptr<Node>& parent, const char* name, 
         return r;
     std::lock_guard dir_lock(parent->dir_mutex);
     pstack = parent->stack();
-    int pfd = pstack->top().fd.get();
+    FdLease parent_fd = fd_of(pstack->top());
+    if (!parent_fd)
+        return parent_fd.error();
+    int pfd = parent_fd.get();
 
     struct stat cur;
     int r = stat_at(pfd, name, &cur);
@@ -77,8 +80,10 @@ int Overlay::make_object(const std::shared_ptr<Node>& parent, const char* name, 
 
     UniqueFd file;
     if (obj.link_to) {
-        auto lstack = obj.link_to->stack();
-        if (::linkat(AT_FDCWD, ProcFdPath(lstack->top().fd.get()).c_str(), dfd, dname, AT_SYMLINK_FOLLOW) != 0)
+        FdLease source = fd_of(obj.link_to->stack()->top());
+        if (!source)
+            return source.error();
+        if (::linkat(AT_FDCWD, ProcFdPath(source.get()).c_str(), dfd, dname, AT_SYMLINK_FOLLOW) != 0)
             return -errno;
     } else if (S_ISREG(obj.mode) && obj.open_flags >= 0) {
         int flags = (obj.open_flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOFOLLOW | O_DIRECT | O_NOCTTY)) | O_CREAT | O_EXCL;
@@ -175,7 +180,10 @@ int Overlay::remove_entry(const std::shared_ptr<Node>& parent, const char* name,
         return r;
     std::lock_guard dir_lock(parent->dir_mutex);
     pstack = parent->stack();
-    int pfd = pstack->top().fd.get();
+    FdLease parent_fd = fd_of(pstack->top());
+    if (!parent_fd)
+        return parent_fd.error();
+    int pfd = parent_fd.get();
 
     std::shared_ptr<Stack> cstack;
     struct stat cst;
@@ -285,10 +293,13 @@ int Overlay::rename_entry(const std::shared_ptr<Node>& op, const char* name, con
         if (!n.is_dir())
             return 0;
         auto s = n.stack();
+        FdLease fd = fd_of(s->top());
+        if (!fd)
+            return fd.error();
         if (s->has_lower())
-            return write_xattr(s->top().fd.get(), xattrs_.redirect, "/" + s->lower_path);
+            return write_xattr(fd.get(), xattrs_.redirect, "/" + s->lower_path);
         if (in_lower(to_dir, to_name))
-            return write_xattr(s->top().fd.get(), xattrs_.opaque, "y");
+            return write_xattr(fd.get(), xattrs_.opaque, "y");
         return 0;
     };
     if (int r = mark_dir(*src, *nstack, newname); r < 0)
@@ -297,8 +308,12 @@ int Overlay::rename_entry(const std::shared_ptr<Node>& op, const char* name, con
         if (int r = mark_dir(*target, *ostack, name); r < 0)
             return r;
 
-    int ofd = ostack->top().fd.get();
-    int nfd = nstack->top().fd.get();
+    FdLease old_dir = fd_of(ostack->top());
+    FdLease new_dir = fd_of(nstack->top());
+    if (!old_dir || !new_dir)
+        return old_dir ? new_dir.error() : old_dir.error();
+    int ofd = old_dir.get();
+    int nfd = new_dir.get();
     if (flags & RENAME_EXCHANGE) {
         if (::renameat2(ofd, name, nfd, newname, RENAME_EXCHANGE) != 0)
             return -errno;

@@ -2,8 +2,8 @@
 // What an overlay node is made of, and the node itself.
 #pragma once
 
+#include "fd_cache.hpp"
 #include "layer_set.hpp"
-#include "unique_fd.hpp"
 
 #include <sys/stat.h>
 
@@ -16,14 +16,13 @@
 
 namespace layerd::fs {
 
-// One object of one layer behind a node, held open as an O_PATH fd: the
-// inode cannot be freed (and its number reused) while a node refers to it,
-// and renames inside the layer do not lose it.
+// One object of one layer behind a node. It is known by its file handle, so
+// renames inside the layer do not lose it; its fd comes from the FdCache.
 struct Backing {
     const Layer* layer = nullptr;
-    UniqueFd fd;
     dev_t dev = 0;
     ino_t ino = 0;
+    std::shared_ptr<BackingObject> object;
 };
 
 // The layers a node is made of, top first: one for a non-directory, one per

@@ -27,16 +27,26 @@ std::shared_ptr<Node> NodeTable::find(const NodeKey& key) const
     return it == by_key_.end() ? nullptr : by_id_.at(it->second->id);
 }
 
-std::shared_ptr<Node> NodeTable::lookup(const NodeKey& key,
+std::shared_ptr<Node> NodeTable::lookup(const NodeKey& key, const std::function<bool(const Node&)>& same,
                                         const std::function<std::shared_ptr<Node>(uint64_t id)>& make)
 {
+    std::shared_ptr<Node> known;
     {
         std::lock_guard lock(mutex_);
-        if (auto it = by_key_.find(key); it != by_key_.end()) {
-            Node* node = it->second;
-            ++node->nlookup;
-            return by_id_.at(node->id);
+        if (auto it = by_key_.find(key); it != by_key_.end())
+            known = by_id_.at(it->second->id);
+    }
+    // Compared without the table lock: same() reads the node's stack.
+    if (known && same(*known)) {
+        std::lock_guard lock(mutex_);
+        if (known->nlookup > 0) { // not forgotten meanwhile
+            ++known->nlookup;
+            return known;
         }
+    } else if (known) {
+        std::lock_guard lock(mutex_);
+        if (auto it = by_key_.find(key); it != by_key_.end() && it->second == known.get())
+            by_key_.erase(it);
     }
     std::shared_ptr<Node> fresh = make(next_id_.fetch_add(1, std::memory_order_relaxed));
     if (!fresh)

@@ -22,7 +22,9 @@ public:
 
     // Counts one lookup of the node keyed `key`, creating it with `make`
     // (called without the lock, may lose a race and be dropped) if absent.
-    std::shared_ptr<Node> lookup(const NodeKey& key,
+    // A keyed node that is not `same` (its inode number was reused by a new
+    // object after the old one was deleted) loses the key to a new node.
+    std::shared_ptr<Node> lookup(const NodeKey& key, const std::function<bool(const Node&)>& same,
                                  const std::function<std::shared_ptr<Node>(uint64_t id)>& make);
     // Drops n lookups; the node leaves the table at zero.
     void forget(uint64_t id, uint64_t n);

@@ -75,6 +75,10 @@ public:
 
 private:
     // --- lookup.cpp: resolving names across the layers
+    // Opens PATH beneath dirfd in `layer` as a new backing object.
+    int open_backing(const Layer& layer, int dirfd, const char* path, Backing* out, struct stat* st) const;
+    // An fd of a backing object for as long as the lease lives.
+    FdLease fd_of(const Backing& b) const { return fds_.lease(*b.object); }
     // Resolves NAME in the directory whose stack is `dir`: 0 with the child's
     // stack and the stat of its top object, -ENOENT, or another -errno.
     int resolve_child(const Stack& dir, std::string_view name, std::shared_ptr<Stack>* child,
@@ -133,6 +137,7 @@ private:
     LayerSet layers_;
     OverlayOptions options_;
     OverlayXattrs xattrs_;
+    mutable FdCache fds_; // outlives every node and handle below
     NodeTable nodes_;
     HandleTable<FileHandle> files_;
     HandleTable<DirHandle> dirs_;

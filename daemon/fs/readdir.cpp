@@ -22,7 +22,10 @@ int Overlay::list_merged(const Stack& dir, std::vector<DirEntry>* out) const
     bool merged = dir.entries.size() > 1;
     std::unordered_set<std::string> seen;
     for (const Backing& b : dir.entries) {
-        int fd = open_beneath(b.fd.get(), ".", O_RDONLY | O_DIRECTORY);
+        FdLease dirfd = fd_of(b);
+        if (!dirfd)
+            return dirfd.error();
+        int fd = open_beneath(dirfd.get(), ".", O_RDONLY | O_DIRECTORY);
         if (fd < 0)
             return fd;
         DIR* d = ::fdopendir(fd);
@@ -149,7 +152,10 @@ void Overlay::fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_i
     auto stack = n->stack();
     if (!stack->in_upper())
         return (void)fuse_reply_err(req, 0); // lower layers never change
-    int fd = reopen_fd(stack->top().fd.get(), O_RDONLY | O_DIRECTORY);
+    FdLease dirfd = fd_of(stack->top());
+    if (!dirfd)
+        return (void)fuse_reply_err(req, -dirfd.error());
+    int fd = reopen_fd(dirfd.get(), O_RDONLY | O_DIRECTORY);
     if (fd < 0)
         return (void)fuse_reply_err(req, -fd);
     int r = datasync ? ::fdatasync(fd) : ::fsync(fd);

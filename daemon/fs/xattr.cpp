@@ -18,7 +18,10 @@ void Overlay::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t 
         return (void)fuse_reply_err(req, ESTALE);
     if (xattrs_.is_private(name))
         return (void)fuse_reply_err(req, EOPNOTSUPP);
-    ProcFdPath path(n->stack()->top().fd.get());
+    FdLease fd = fd_of(n->stack()->top());
+    if (!fd)
+        return (void)fuse_reply_err(req, -fd.error());
+    ProcFdPath path(fd.get());
     if (size == 0) {
         ssize_t len = ::getxattr(path.c_str(), name, nullptr, 0);
         return (void)(len < 0 ? fuse_reply_err(req, errno) : fuse_reply_xattr(req, static_cast<size_t>(len)));
@@ -36,7 +39,10 @@ void Overlay::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
     auto n = node(ino);
     if (!n)
         return (void)fuse_reply_err(req, ESTALE);
-    ProcFdPath path(n->stack()->top().fd.get());
+    FdLease fd = fd_of(n->stack()->top());
+    if (!fd)
+        return (void)fuse_reply_err(req, -fd.error());
+    ProcFdPath path(fd.get());
     thread_local std::vector<char> names;
     for (;;) {
         ssize_t len = ::listxattr(path.c_str(), nullptr, 0);
@@ -77,7 +83,10 @@ void Overlay::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const c
         return (void)fuse_reply_err(req, EOPNOTSUPP);
     if (int r = copy_up(n); r < 0)
         return (void)fuse_reply_err(req, -r);
-    ProcFdPath path(n->stack()->top().fd.get());
+    FdLease fd = fd_of(n->stack()->top());
+    if (!fd)
+        return (void)fuse_reply_err(req, -fd.error());
+    ProcFdPath path(fd.get());
     fuse_reply_err(req, ::setxattr(path.c_str(), name, value, size, flags) == 0 ? 0 : errno);
 }
 
@@ -91,11 +100,19 @@ void Overlay::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name)
     if (read_only())
         return (void)fuse_reply_err(req, EROFS);
     // Removing what is not there changes nothing: no copy-up for it.
-    if (::getxattr(ProcFdPath(n->stack()->top().fd.get()).c_str(), name, nullptr, 0) < 0)
-        return (void)fuse_reply_err(req, errno);
+    {
+        FdLease fd = fd_of(n->stack()->top());
+        if (!fd)
+            return (void)fuse_reply_err(req, -fd.error());
+        if (::getxattr(ProcFdPath(fd.get()).c_str(), name, nullptr, 0) < 0)
+            return (void)fuse_reply_err(req, errno);
+    }
     if (int r = copy_up(n); r < 0)
         return (void)fuse_reply_err(req, -r);
-    ProcFdPath path(n->stack()->top().fd.get());
+    FdLease fd = fd_of(n->stack()->top());
+    if (!fd)
+        return (void)fuse_reply_err(req, -fd.error());
+    ProcFdPath path(fd.get());
     fuse_reply_err(req, ::removexattr(path.c_str(), name) == 0 ? 0 : errno);
 }
 
