@@ -37,6 +37,7 @@ constexpr const char usage[] =
     "  -o OPTION           any libfuse mount option (ro, nosuid, nodev, …)\n"
     "  -f                  stay in the foreground\n"
     "  -d                  debug output (implies -f)\n"
+    "  -s                  serve requests from one thread\n"
     "  -h, --help          this text\n"
     "  -V, --version       the version\n";
 
@@ -60,13 +61,14 @@ struct Cli {
     int noallow_other = 0;
     bool foreground = false;
     bool debug = false;
+    bool single_thread = false;
     bool help = false;
     bool version = false;
     std::vector<std::string> positional;
     std::vector<std::string> fuse_options;
 };
 
-enum Key { key_foreground, key_debug, key_help, key_version, key_discard };
+enum Key { key_foreground, key_debug, key_single_thread, key_help, key_version, key_discard };
 
 #define CLI_OPT(t, field, value) {t, offsetof(Cli, field), value}
 const fuse_opt cli_opts[] = {
@@ -79,6 +81,7 @@ const fuse_opt cli_opts[] = {
     CLI_OPT("noallow_other", noallow_other, 1),
     FUSE_OPT_KEY("-f", key_foreground),
     FUSE_OPT_KEY("-d", key_debug),
+    FUSE_OPT_KEY("-s", key_single_thread),
     FUSE_OPT_KEY("debug", key_debug),
     FUSE_OPT_KEY("-h", key_help),
     FUSE_OPT_KEY("--help", key_help),
@@ -107,6 +110,9 @@ int on_option(void* data, const char* arg, int key, fuse_args*)
         return 0;
     case key_debug:
         cli->debug = cli->foreground = true;
+        return 0;
+    case key_single_thread:
+        cli->single_thread = true;
         return 0;
     case key_help:
         cli->help = true;
@@ -219,6 +225,7 @@ int run(int argc, char** argv)
         mount.fsname = cli.positional.front();
     mount.foreground = cli.foreground;
     mount.debug = cli.debug;
+    mount.single_thread = cli.single_thread;
     mount.options = cli.fuse_options;
     if (geteuid() == 0 && !cli.noallow_other)
         mount.options.emplace_back("allow_other");

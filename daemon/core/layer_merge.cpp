@@ -269,10 +269,12 @@ public:
 private:
     // --- steps and changes
     int step(const std::function<int()>& fn);
+    // Between the syscalls of a grouped step the view is only right again
+    // at its end, whatever a single change would otherwise leave.
     void changed(bool consistent) const
     {
         if (hook_)
-            hook_(consistent);
+            hook_(consistent && !in_group_);
     }
 
     // --- reading layers
@@ -302,6 +304,7 @@ private:
     int write_journal(const std::vector<JournalOp>& ops);
     int read_journal(std::vector<JournalOp>* ops, bool* present) const;
     int apply_journal(const std::vector<JournalOp>& ops);
+    int apply_journal_ops(const std::vector<JournalOp>& ops);
     int replay_journal();
     int clear_work();
 
@@ -321,6 +324,7 @@ private:
     MergeStats* stats_;
     UniqueFd trash_;
     unsigned long long trash_seq_;
+    bool in_group_ = false;
 };
 
 int Merger::step(const std::function<int()>& fn)
@@ -928,6 +932,7 @@ int Merger::detach_now()
         break;
     }
     p_.reset();
+    in_group_ = false; // P is gone: whatever a group did is complete now
     changed(true);
     return 0;
 }
@@ -1029,6 +1034,8 @@ int Merger::finish_group(const Scan& s)
 
     if (::syncfs(c_) < 0)
         return -errno;
+    if (int t = trash_fd(); t < 0)
+        return t;
     if (int r = write_journal(ops); r < 0)
         return r;
     ++stats_->grouped;
@@ -1192,6 +1199,18 @@ int Merger::read_journal(std::vector<JournalOp>* ops, bool* present) const
 // Every operation can be applied again: setting xattrs to given values, a
 // move whose source is gone (already moved), detaching a P that is gone.
 int Merger::apply_journal(const std::vector<JournalOp>& ops)
+{
+    // A replayed plan starts from a half-applied state: nothing is reported
+    // as a correct view until P is gone.
+    in_group_ = true;
+    int r = trash_fd();
+    if (r >= 0)
+        r = apply_journal_ops(ops);
+    in_group_ = false;
+    return r < 0 ? r : 0;
+}
+
+int Merger::apply_journal_ops(const std::vector<JournalOp>& ops)
 {
     for (const JournalOp& op : ops) {
         if (op.type == 'S') {

@@ -27,14 +27,46 @@ BackingObject::~BackingObject()
     cache_.forget(*this);
 }
 
-bool BackingObject::same_handle(const BackingObject& other) const
+namespace {
+
+// The file handle of an open fd, or nullptr when its filesystem has none.
+std::unique_ptr<unsigned char[]> handle_of(int fd)
 {
-    if (!handle_ || !other.handle_)
-        return handle_ == other.handle_ && dev == other.dev && ino == other.ino;
-    const auto* a = reinterpret_cast<const file_handle*>(handle_.get());
-    const auto* b = reinterpret_cast<const file_handle*>(other.handle_.get());
+    struct {
+        file_handle fh;
+        unsigned char bytes[MAX_HANDLE_SZ];
+    } buf;
+    buf.fh.handle_bytes = MAX_HANDLE_SZ;
+    int mount_id;
+    if (::name_to_handle_at(fd, "", &buf.fh, &mount_id, AT_EMPTY_PATH) != 0)
+        return nullptr;
+    size_t size = sizeof(file_handle) + buf.fh.handle_bytes;
+    auto handle = std::make_unique<unsigned char[]>(size);
+    std::memcpy(handle.get(), &buf, size);
+    return handle;
+}
+
+bool equal_handles(const unsigned char* x, const unsigned char* y)
+{
+    const auto* a = reinterpret_cast<const file_handle*>(x);
+    const auto* b = reinterpret_cast<const file_handle*>(y);
     return a->handle_type == b->handle_type && a->handle_bytes == b->handle_bytes &&
            std::memcmp(a->f_handle, b->f_handle, a->handle_bytes) == 0;
+}
+
+} // namespace
+
+bool BackingObject::same_object(BackingObject& other)
+{
+    if (dev != other.dev || ino != other.ino)
+        return false;
+    std::lock_guard lock(cache_.mutex_);
+    // Never closed: its fd pins the inode, so the number cannot be reused.
+    if (!handle_)
+        return true;
+    if (!other.handle_ && other.fd_ >= 0)
+        other.handle_ = handle_of(other.fd_);
+    return other.handle_ && equal_handles(handle_.get(), other.handle_.get());
 }
 
 FdLease::FdLease(FdLease&& other) noexcept : object_(other.object_), fd_(other.fd_)
@@ -101,46 +133,39 @@ void FdCache::evict(int* to_close, size_t* n, size_t max)
         BackingObject* prev = o->prev_;
         if (o->pins_ == 0) {
             unlink(*o);
-            to_close[(*n)++] = o->fd_;
-            o->fd_ = -1;
+            if (!o->handle_)
+                o->handle_ = handle_of(o->fd_);
+            if (o->handle_) {
+                to_close[(*n)++] = o->fd_;
+                o->fd_ = -1;
+            } else {
+                o->no_handle_ = true; // cannot be found again: stays open
+            }
         }
         o = prev;
     }
 }
 
-int FdCache::adopt(BackingObject& o, int fd)
+void FdCache::adopt(BackingObject& o, int fd)
 {
-    // The handle lets the fd be closed and the object found again later.
-    struct {
-        file_handle fh;
-        unsigned char bytes[MAX_HANDLE_SZ];
-    } buf;
-    buf.fh.handle_bytes = MAX_HANDLE_SZ;
-    int mount_id;
-    bool have = use_handles_ && ::name_to_handle_at(fd, "", &buf.fh, &mount_id, AT_EMPTY_PATH) == 0;
-    if (have) {
-        size_t size = sizeof(file_handle) + buf.fh.handle_bytes;
-        o.handle_ = std::make_unique<unsigned char[]>(size);
-        std::memcpy(o.handle_.get(), &buf, size);
-    }
     int closing[evict_batch];
     size_t n = 0;
     {
         std::lock_guard lock(mutex_);
         o.fd_ = fd;
-        if (have) {
+        if (use_handles_) {
             link_front(o);
             evict(closing, &n, evict_batch);
         }
     }
     for (size_t i = 0; i < n; ++i)
         ::close(closing[i]);
-    return 0;
 }
 
 FdLease FdCache::lease(BackingObject& o)
 {
     FdLease lease;
+    const unsigned char* handle;
     {
         std::lock_guard lock(mutex_);
         if (o.fd_ >= 0) {
@@ -153,12 +178,11 @@ FdLease FdCache::lease(BackingObject& o)
             lease.fd_ = o.fd_;
             return lease;
         }
+        // Closed, so it has a handle (set once, before its first close).
+        handle = o.handle_.get();
     }
-    if (!o.handle_) {
-        lease.fd_ = -ESTALE; // cannot happen: handle-less fds are never closed
-        return lease;
-    }
-    int fd = ::open_by_handle_at(o.layer.mount_fd.get(), as_handle(o.handle_.get()), O_PATH | O_CLOEXEC);
+    int fd = ::open_by_handle_at(o.layer.mount_fd.get(), as_handle(const_cast<unsigned char*>(handle)),
+                                 O_PATH | O_CLOEXEC);
     if (fd < 0) {
         lease.fd_ = -errno;
         return lease;

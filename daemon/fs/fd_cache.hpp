@@ -29,17 +29,20 @@ public:
     const dev_t dev;
     const ino_t ino;
 
-    // The handle (type and bytes) as name_to_handle_at() gave it; empty when
-    // the filesystem has none (then the fd stays open for the object's life).
-    bool same_handle(const BackingObject& other) const;
-    bool has_handle() const { return handle_ != nullptr; }
+    // True if `other`, found by the same (dev, ino), is this very object and
+    // not a new one that reuses the number of a deleted one.
+    bool same_object(BackingObject& other);
 
 private:
     friend class FdCache;
     friend class FdLease;
     FdCache& cache_;
-    std::unique_ptr<unsigned char[]> handle_; // struct file_handle + f_handle bytes
     // Guarded by FdCache's mutex.
+    // The file handle, taken from the fd when it is first evicted: while the
+    // fd is open the inode is pinned and needs no other name. Empty when the
+    // filesystem has no handles (then the fd is never evicted).
+    std::unique_ptr<unsigned char[]> handle_; // struct file_handle + f_handle bytes
+    bool no_handle_ = false;
     int fd_ = -1;
     unsigned pins_ = 0;
     BackingObject* prev_ = nullptr; // LRU list of unpinned-able open fds
@@ -76,9 +79,8 @@ public:
     // stays open for its object's life.
     FdCache(size_t capacity, bool use_handles);
 
-    // Takes ownership of `fd` (an O_PATH fd of the object, just opened) and
-    // records the object's file handle. Returns the object, or -errno.
-    int adopt(BackingObject& object, int fd);
+    // Takes ownership of `fd`, an O_PATH fd of the object, just opened.
+    void adopt(BackingObject& object, int fd);
     FdLease lease(BackingObject& object);
 
     size_t open_count() const;

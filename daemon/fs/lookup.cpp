@@ -73,7 +73,8 @@ int Overlay::open_backing(const Layer& layer, int dirfd, const char* path, Backi
     out->dev = st->st_dev;
     out->ino = st->st_ino;
     out->object = std::make_shared<BackingObject>(fds_, layer, st->st_dev, st->st_ino);
-    return fds_.adopt(*out->object, fd);
+    fds_.adopt(*out->object, fd);
+    return 0;
 }
 
 Overlay::Overlay(LayerSet layers, OverlayOptions options)
@@ -230,7 +231,7 @@ std::shared_ptr<Node> Overlay::node_for(const std::shared_ptr<Node>& parent, std
                                         std::shared_ptr<Stack> stack, const struct stat& st)
 {
     NodeKey key = key_of(parent.get(), name, stack->top(), st);
-    auto same = [&](const Node& n) { return n.stack()->top().object->same_handle(*stack->top().object); };
+    auto same = [&](const Node& n) { return n.stack()->top().object->same_object(*stack->top().object); };
     return nodes_.lookup(key, same, [&](uint64_t id) {
         auto n = std::make_shared<Node>(id, st.st_mode & S_IFMT, st_ino_of(*stack, st));
         n->set_stack(std::move(stack));
@@ -243,7 +244,7 @@ std::shared_ptr<Node> Overlay::existing_node(const std::shared_ptr<Node>& parent
                                              std::shared_ptr<Stack> stack, const struct stat& st)
 {
     NodeKey key = key_of(parent.get(), name, stack->top(), st);
-    if (auto n = nodes_.find(key); n && n->stack()->top().object->same_handle(*stack->top().object))
+    if (auto n = nodes_.find(key); n && n->stack()->top().object->same_object(*stack->top().object))
         return n;
     // Not known to the kernel: a node of its own that the table never holds.
     auto n = std::make_shared<Node>(0, st.st_mode & S_IFMT, st_ino_of(*stack, st));

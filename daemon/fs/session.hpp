@@ -17,6 +17,7 @@ struct MountConfig {
     std::vector<std::string> options;
     bool foreground = false;
     bool debug = false;
+    bool single_thread = false;
 };
 
 // Mounts, goes to the background (unless foreground) only once the mount is
