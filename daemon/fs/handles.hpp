@@ -29,6 +29,7 @@ struct FileHandle {
 struct DirEntry {
     std::string name;
     unsigned char d_type;
+    unsigned layer = 0; // index in the dir's stack of the layer it was listed from
 };
 
 struct DirHandle {

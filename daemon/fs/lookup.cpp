@@ -100,7 +100,7 @@ Overlay::Overlay(LayerSet layers, OverlayOptions options)
 }
 
 int Overlay::resolve_child(const Stack& dir, std::string_view name, std::shared_ptr<Stack>* out,
-                           struct stat* top_st) const
+                           struct stat* top_st, size_t first) const
 {
     if (name.size() > NAME_MAX)
         return -ENAMETOOLONG;
@@ -166,9 +166,14 @@ int Overlay::resolve_child(const Stack& dir, std::string_view name, std::shared_
         return 0;
     };
 
-    for (const Backing& d : dir.entries) {
+    for (size_t i = 0; i < dir.entries.size(); ++i) {
+        const Backing& d = dir.entries[i];
         if (stop || absolute)
             break;
+        // Only read-only layers are skipped: the upper may have gained the
+        // name since the listing that gave `first` was made.
+        if (i < first && !d.layer->writable)
+            continue;
         const char* path = redirect.empty() ? cname : redirect.c_str();
         FdLease dirfd = fd_of(d);
         if (!dirfd)
@@ -286,11 +291,11 @@ bool Overlay::in_lower(const Stack& dir, const char* name) const
     return false;
 }
 
-int Overlay::entry_for(const std::shared_ptr<Node>& parent, const char* name, fuse_entry_param* e)
+int Overlay::entry_for(const std::shared_ptr<Node>& parent, const char* name, fuse_entry_param* e, size_t first)
 {
     std::shared_ptr<Stack> stack;
     struct stat st;
-    if (int r = resolve_child(*parent->stack(), name, &stack, &st); r < 0)
+    if (int r = resolve_child(*parent->stack(), name, &stack, &st, first); r < 0)
         return r;
     std::shared_ptr<Node> child = node_for(parent, name, stack, st);
     auto cur = child->stack();

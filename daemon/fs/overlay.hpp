@@ -81,8 +81,10 @@ private:
     FdLease fd_of(const Backing& b) const { return fds_.lease(*b.object); }
     // Resolves NAME in the directory whose stack is `dir`: 0 with the child's
     // stack and the stat of its top object, -ENOENT, or another -errno.
+    // `first`: the dir's read-only layers above this index are known not to
+    // hold NAME (it was listed from that layer; read-only layers never change).
     int resolve_child(const Stack& dir, std::string_view name, std::shared_ptr<Stack>* child,
-                      struct stat* st) const;
+                      struct stat* st, size_t first = 0) const;
     // Counts a lookup of the node for a resolved child (creating it).
     std::shared_ptr<Node> node_for(const std::shared_ptr<Node>& parent, std::string_view name,
                                    std::shared_ptr<Stack> stack, const struct stat& st);
@@ -96,7 +98,7 @@ private:
     int stat_node(const Node& node, const Stack& stack, struct stat* st) const;
     int stat_node(const Node& node, struct stat* st) const { return stat_node(node, *node.stack(), st); }
     // Looks up a child the overlay just made or moved and fills `e` (+1 lookup).
-    int entry_for(const std::shared_ptr<Node>& parent, const char* name, fuse_entry_param* e);
+    int entry_for(const std::shared_ptr<Node>& parent, const char* name, fuse_entry_param* e, size_t first = 0);
     void reply_entry(fuse_req_t req, const std::shared_ptr<Node>& parent, const char* name);
     // True if NAME exists (not whited out) in a lower layer of dir.
     bool in_lower(const Stack& dir, const char* name) const;

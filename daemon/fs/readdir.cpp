@@ -21,7 +21,8 @@ int Overlay::list_merged(const Stack& dir, std::vector<DirEntry>* out) const
     // Names seen in a higher layer, whiteouts included: they mask lower ones.
     bool merged = dir.entries.size() > 1;
     std::unordered_set<std::string> seen;
-    for (const Backing& b : dir.entries) {
+    for (unsigned layer = 0; layer < dir.entries.size(); ++layer) {
+        const Backing& b = dir.entries[layer];
         FdLease dirfd = fd_of(b);
         if (!dirfd)
             return dirfd.error();
@@ -50,7 +51,7 @@ int Overlay::list_merged(const Stack& dir, std::vector<DirEntry>* out) const
                     continue;
                 type = static_cast<unsigned char>(IFTODT(st.st_mode));
             }
-            out->push_back({name, type});
+            out->push_back({name, type, layer});
         }
         int err = errno;
         ::closedir(d);
@@ -105,7 +106,8 @@ void Overlay::readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_f
                 e.attr.st_ino = dir->st_ino;
                 e.attr.st_mode = S_IFDIR;
             } else {
-                int r = entry_for(dir, de.name.c_str(), &e);
+                // Start below the read-only layers that did not list it.
+                int r = entry_for(dir, de.name.c_str(), &e, de.layer);
                 if (r == -ENOENT)
                     continue; // removed since the listing was made
                 if (r < 0)
@@ -124,7 +126,7 @@ void Overlay::readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_f
             if (!dot) {
                 std::shared_ptr<Stack> cstack;
                 struct stat cst;
-                if (resolve_child(*stack, de.name, &cstack, &cst) < 0)
+                if (resolve_child(*stack, de.name, &cstack, &cst, de.layer) < 0)
                     continue;
                 st.st_ino = st_ino_of(*cstack, cst);
             }
