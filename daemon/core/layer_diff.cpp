@@ -1,19 +1,19 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // How the diff stays small. A view differs from the other only through the
 // layers it does not share. Walking down from the root, a directory present
-// in both views is "settled" when
-//   - its layer dirs in the shared layers are the same objects, in the same
-//     order, on both sides, and
-//   - each of its layer dirs in a non-shared layer sits at the view's own
-//     path in that layer (no redirect on the way to it).
-// Then every child name that no non-shared layer dir of it holds resolves
-// through the same shared layer dirs, with the same lookup state, on both
-// sides: it cannot differ, and neither can anything below it. So the only
-// candidates are the names those non-shared layer dirs hold (files,
-// whiteouts, directories, opaque or not), which are read raw. A directory
-// that is not settled (it appears or disappears, turns opaque, or is
-// redirected) has its whole subtree compared from the merged listings; inside
-// it, settled directories switch back to candidates.
+// in both views is "settled" when its layer dirs in the shared layers are the
+// same objects, in the same order, on both sides. Then a child name that none
+// of its non-shared layer dirs holds (on either side) is looked up with the
+// same state (same name, no stop, no redirect met) in the same shared layer
+// dirs on both sides: it cannot differ, nor can anything below it. So the
+// only candidates are the names its non-shared layer dirs hold, read raw
+// (files, whiteouts, directories, opaque or not). Those layer dirs are the
+// ones merged into the directory, wherever they sit in their layer (a redirect
+// may have brought them from another path), so renames need no special case
+// here. A directory that is not settled (it appears or disappears on one side,
+// turns opaque, or its shared part is found through a different redirect) has
+// its whole subtree compared from the merged listings; inside it, directories
+// that are settled again go back to candidates.
 #include "layer_diff.hpp"
 
 #include "resolve.hpp"
@@ -147,17 +147,14 @@ private:
     // See the comment at the top of the file.
     bool settled(const ViewEntry& a, const ViewEntry& b) const
     {
-        auto first_shared = [](const ViewEntry& e, const Side& side, size_t* index) {
+        auto first_shared = [](const ViewEntry& e, const Side& side) {
             size_t i = 0;
-            for (; i < e.objects.size() && e.objects[i].layer < side.own; ++i)
-                if (e.objects[i].translated)
-                    return false;
-            *index = i;
-            return true;
+            while (i < e.objects.size() && e.objects[i].layer < side.own)
+                ++i;
+            return i;
         };
-        size_t ia, ib;
-        if (!first_shared(a, a_, &ia) || !first_shared(b, b_, &ib))
-            return false;
+        size_t ia = first_shared(a, a_);
+        size_t ib = first_shared(b, b_);
         if (a.objects.size() - ia != b.objects.size() - ib)
             return false;
         for (; ia < a.objects.size(); ++ia, ++ib) {

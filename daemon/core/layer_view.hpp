@@ -39,8 +39,10 @@ struct LayerObject {
     UniqueFd fd;             // O_PATH
     dev_t dev = 0;           // identity of the backing object
     ino_t ino = 0;
-    // Reached under another path than the view's: through a redirect, here or
-    // in an ancestor. Its layer holds it somewhere else than the view shows.
+    // Reached under another path than the view's, through a redirect here or
+    // in an ancestor (or possibly so: every object found through an absolute
+    // redirect counts). Its layer holds it elsewhere than the view shows it;
+    // what copies or moves entries between layers needs to know.
     bool translated = false;
 };
 

@@ -109,10 +109,10 @@ int Overlay::copy_up(const std::shared_ptr<Node>& node, bool with_data)
         if (int r = copy_up(parent); r < 0)
             return r;
 
-        std::lock_guard dir_lock(parent->dir_mutex);
+        std::lock_guard dir_lock(locks_.dir(*parent));
         if (node->parent() != parent || node->name() != name)
             continue; // renamed meanwhile: its new parent may not be up yet
-        std::lock_guard copy_lock(node->copy_up_mutex);
+        std::lock_guard copy_lock(locks_.copy_up(*node));
         std::shared_ptr<const Stack> stack = node->stack();
         if (stack->in_upper())
             return 0;

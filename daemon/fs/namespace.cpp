@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // Namespace changes: create, mkdir, mknod, symlink, link, unlink, rmdir, rename.
-// All of them happen in the upper layer under the parent's dir_mutex; each
+// All of them happen in the upper layer under the parent's directory lock; each
 // step on disk is one atomic rename, so a crash never shows a half state.
 #include "overlay.hpp"
 
@@ -38,7 +38,7 @@ int Overlay::make_object(const std::shared_ptr<Node>& parent, const char* name, 
     std::shared_ptr<const Stack> pstack;
     if (int r = upper_dir(parent, &pstack); r < 0)
         return r;
-    std::lock_guard dir_lock(parent->dir_mutex);
+    std::lock_guard dir_lock(locks_.dir(*parent));
     pstack = parent->stack();
     FdLease parent_fd = fd_of(pstack->top());
     if (!parent_fd)
@@ -178,7 +178,7 @@ int Overlay::remove_entry(const std::shared_ptr<Node>& parent, const char* name,
     std::shared_ptr<const Stack> pstack;
     if (int r = upper_dir(parent, &pstack); r < 0)
         return r;
-    std::lock_guard dir_lock(parent->dir_mutex);
+    std::lock_guard dir_lock(locks_.dir(*parent));
     pstack = parent->stack();
     FdLease parent_fd = fd_of(pstack->top());
     if (!parent_fd)
@@ -243,12 +243,7 @@ int Overlay::rename_entry(const std::shared_ptr<Node>& op, const char* name, con
     if (int r = upper_dir(np, &nstack); r < 0)
         return r;
 
-    Node* first = op->id <= np->id ? op.get() : np.get();
-    Node* second = op->id <= np->id ? np.get() : op.get();
-    std::lock_guard lock1(first->dir_mutex);
-    std::optional<std::lock_guard<std::recursive_mutex>> lock2;
-    if (second != first)
-        lock2.emplace(second->dir_mutex);
+    NodeLocks::DirPair dir_locks(locks_, *op, *np);
     ostack = op->stack();
     nstack = np->stack();
 

@@ -57,11 +57,9 @@ struct NodeKeyHash {
     }
 };
 
-// An overlay object as the kernel knows it (one FUSE nodeid).
-//
-// Lock order: Node::dir_mutex of directories (two: lower nodeid first), then
-// Node::copy_up_mutex, then Node::mutex, then NodeTable's mutex. Never reply
-// to the kernel or block on another node's copy-up while holding Node::mutex.
+// An overlay object as the kernel knows it (one FUSE nodeid). Its mutex is
+// a leaf lock (see NodeLocks for the order): never reply to the kernel or
+// make a syscall while holding it.
 struct Node {
     Node(uint64_t id, mode_t type, uint64_t st_ino) : id(id), type(type), st_ino(st_ino) {}
 
@@ -104,12 +102,6 @@ struct Node {
     std::atomic<uint64_t> epoch{0};
     // A lower object whose last name was whited out: stat shows nlink 0.
     std::atomic<bool> unlinked{false};
-
-    // Held while this node is copied up.
-    std::mutex copy_up_mutex;
-    // Directories: held across a change of this directory's entries in the
-    // upper (create, unlink, rename, a child's copy-up).
-    std::recursive_mutex dir_mutex;
 
     // Guarded by NodeTable's mutex.
     uint64_t nlookup = 0;

@@ -5,6 +5,7 @@
 
 #include "handles.hpp"
 #include "layer_set.hpp"
+#include "node_locks.hpp"
 #include "node_table.hpp"
 #include "overlay_format.hpp"
 
@@ -141,6 +142,7 @@ private:
     OverlayXattrs xattrs_;
     mutable FdCache fds_; // outlives every node and handle below
     NodeTable nodes_;
+    NodeLocks locks_;
     HandleTable<FileHandle> files_;
     HandleTable<DirHandle> dirs_;
     std::atomic<uint64_t> temp_counter_{0};
