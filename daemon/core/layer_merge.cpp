@@ -106,6 +106,7 @@ struct Pending {
     Final final;
     bool same = false; // final == what it has now: only P's entry must go
     std::size_t natural_left = 0;
+    bool in_natural = false; // its P entry is also shown at its own place (never kernel-made)
     bool done = false;
 };
 
@@ -284,6 +285,7 @@ private:
     int walk_abs(const std::string& path, const std::string* hidden, Lookup* out) const;
     int lookup_again(const Pending& y, const std::string& name, const std::string* hidden, Lookup* out) const;
     int scan_dir(const std::string& cpath, const std::optional<std::string>& q, std::size_t depth, Scan* s);
+    int check_references(Scan* s) const;
     int move_is_neutral(int qfd, const std::string& q, const std::string& name, bool* ok) const;
     int nested_redirects_neutral(const std::string& dir, const std::string& hidden, bool* ok) const;
 
@@ -561,6 +563,73 @@ int Merger::scan_dir(const std::string& cpath, const std::optional<std::string>&
     for (const auto& [child, child_q] : subdirs)
         if (int r = scan_dir(child, child_q, depth + 1, s); r < 0)
             return r;
+    return 0;
+}
+
+// Kernel overlayfs gives each P entry at most one place in the view: a
+// renamed dir leaves a whiteout (or an opaque dir) at its old place. Layers
+// made otherwise can show one P entry twice: through a C dir's lookup and at
+// its own place (its C-side ancestor is absent, so the view shows P's). Such
+// an entry must never be dropped or emptied (its own place would change); it
+// moves into C with its visible ancestor instead. If the C dir's lookup also
+// shows children of it, they would have to be in two places: -EXDEV.
+int Merger::check_references(Scan* s) const
+{
+    std::map<std::string, std::string> merged; // P dir -> the C dir that merges it
+    merged.emplace(std::string(), std::string());
+    for (const Pending& y : s->pending)
+        if (y.look.kind == Kind::dir && !merged.emplace(y.look.ppath, y.cpath).second)
+            return -EXDEV; // two C dirs merge one P dir
+    for (Pending& y : s->pending) {
+        if (y.look.kind == Kind::none)
+            continue;
+        const std::string& p = y.look.ppath;
+        std::size_t pos = 0;
+        std::string parent;
+        for (;;) {
+            std::size_t slash = p.find('/', pos);
+            std::string here = p.substr(0, slash == std::string::npos ? p.size() : slash);
+            std::string name = here.substr(pos);
+            if (auto it = merged.find(parent); it != merged.end()) {
+                int fd = open_beneath(c_, dot_if_empty(it->second), O_PATH | O_DIRECTORY);
+                if (fd < 0)
+                    return fd;
+                UniqueFd cfd(fd);
+                struct stat st;
+                int r = stat_at(cfd.get(), name.c_str(), &st);
+                if (r == -ENOENT) {
+                    y.in_natural = true;
+                    break;
+                }
+                if (r < 0)
+                    return r;
+            }
+            if (slash == std::string::npos)
+                break;
+            parent = std::move(here);
+            pos = slash + 1;
+        }
+        if (!y.in_natural || y.look.kind != Kind::dir)
+            continue;
+        int fd = open_beneath(p_.get(), p.c_str(), O_PATH | O_DIRECTORY);
+        if (fd < 0)
+            return fd;
+        UniqueFd qfd(fd);
+        if ((fd = open_beneath(c_, dot_if_empty(y.cpath), O_PATH | O_DIRECTORY)) < 0)
+            return fd;
+        UniqueFd cfd(fd);
+        std::vector<std::pair<std::string, unsigned char>> names;
+        if (int r = list_dir(qfd.get(), &names); r < 0)
+            return r;
+        for (const auto& entry : names) {
+            struct stat st;
+            int r = stat_at(cfd.get(), entry.first.c_str(), &st);
+            if (r == -ENOENT)
+                return -EXDEV;
+            if (r < 0)
+                return r;
+        }
+    }
     return 0;
 }
 
@@ -855,12 +924,12 @@ int Merger::try_finalize(Pending& y, Scan& s, bool* progress)
         ++stats_->switched;
         *progress = true;
         release(y, s);
-        if (y.look.kind != Kind::none && !held_at_or_below(s, y.look.ppath))
+        if (y.look.kind != Kind::none && !y.in_natural && !held_at_or_below(s, y.look.ppath))
             return drop_path(y.look.ppath);
         return 0;
     }
-    if (y.look.kind != Kind::dir)
-        return 0; // a rewrite that cancels out on the way: left to the group
+    if (y.look.kind != Kind::dir || y.in_natural)
+        return 0; // a rewrite that cancels out on the way, or shown twice: left to the group
     release(y, s);
     bool blocked = held_at_or_below(s, y.look.ppath);
     if (!blocked) {
@@ -889,7 +958,7 @@ int Merger::action_pass(Scan& s, bool* progress, bool* finished)
                      [&](std::size_t a, std::size_t b) { return s.pending[a].depth > s.pending[b].depth; });
     for (std::size_t i : order) {
         Pending& y = s.pending[i];
-        if (y.look.kind == Kind::dir)
+        if (y.look.kind == Kind::dir && !y.in_natural)
             if (int r = handle_children(y.cpath, y.look.ppath, s, true, &y.natural_left, progress); r < 0)
                 return r;
     }
@@ -1317,6 +1386,8 @@ int Merger::run()
         ++stats_->passes;
         Scan s;
         if (int r = scan_dir("", std::string(), 0, &s); r < 0)
+            return r;
+        if (int r = check_references(&s); r < 0)
             return r;
         bool progress = false, finished = false;
         if (int r = action_pass(s, &progress, &finished); r < 0)

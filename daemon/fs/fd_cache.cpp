@@ -69,9 +69,8 @@ bool BackingObject::same_object(BackingObject& other)
     return other.handle_ && equal_handles(handle_.get(), other.handle_.get());
 }
 
-FdLease::FdLease(FdLease&& other) noexcept : object_(other.object_), fd_(other.fd_)
+FdLease::FdLease(FdLease&& other) noexcept : object_(std::move(other.object_)), fd_(other.fd_)
 {
-    other.object_ = nullptr;
     other.fd_ = -EBADF;
 }
 
@@ -79,9 +78,8 @@ FdLease& FdLease::operator=(FdLease&& other) noexcept
 {
     if (this != &other) {
         release();
-        object_ = other.object_;
+        object_ = std::move(other.object_);
         fd_ = other.fd_;
-        other.object_ = nullptr;
         other.fd_ = -EBADF;
     }
     return *this;
@@ -91,7 +89,7 @@ void FdLease::release()
 {
     if (object_)
         object_->cache_.unpin(*object_);
-    object_ = nullptr;
+    object_.reset();
     fd_ = -EBADF;
 }
 
@@ -162,8 +160,9 @@ void FdCache::adopt(BackingObject& o, int fd)
         ::close(closing[i]);
 }
 
-FdLease FdCache::lease(BackingObject& o)
+FdLease FdCache::lease(const std::shared_ptr<BackingObject>& object)
 {
+    BackingObject& o = *object;
     FdLease lease;
     const unsigned char* handle;
     {
@@ -174,7 +173,7 @@ FdLease FdCache::lease(BackingObject& o)
                 unlink(o);
                 link_front(o);
             }
-            lease.object_ = &o;
+            lease.object_ = object;
             lease.fd_ = o.fd_;
             return lease;
         }
@@ -198,7 +197,7 @@ FdLease FdCache::lease(BackingObject& o)
             link_front(o);
         }
         ++o.pins_;
-        lease.object_ = &o;
+        lease.object_ = object;
         lease.fd_ = o.fd_;
         evict(closing, &n, evict_batch);
     }

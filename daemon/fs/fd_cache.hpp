@@ -50,7 +50,8 @@ private:
     bool listed_ = false;
 };
 
-// A borrowed fd: open for as long as the lease lives.
+// A borrowed fd: open for as long as the lease lives. It shares ownership of
+// its object: the stack it came from may be replaced (a copy-up) meanwhile.
 class FdLease {
 public:
     FdLease() = default;
@@ -68,7 +69,7 @@ public:
 
 private:
     friend class FdCache;
-    BackingObject* object_ = nullptr;
+    std::shared_ptr<BackingObject> object_;
     int fd_ = -EBADF;
 };
 
@@ -81,7 +82,7 @@ public:
 
     // Takes ownership of `fd`, an O_PATH fd of the object, just opened.
     void adopt(BackingObject& object, int fd);
-    FdLease lease(BackingObject& object);
+    FdLease lease(const std::shared_ptr<BackingObject>& object);
 
     size_t open_count() const;
 

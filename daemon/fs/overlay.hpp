@@ -79,7 +79,7 @@ private:
     // Opens PATH beneath dirfd in `layer` as a new backing object.
     int open_backing(const Layer& layer, int dirfd, const char* path, Backing* out, struct stat* st) const;
     // An fd of a backing object for as long as the lease lives.
-    FdLease fd_of(const Backing& b) const { return fds_.lease(*b.object); }
+    FdLease fd_of(const Backing& b) const { return fds_.lease(b.object); }
     // Resolves NAME in the directory whose stack is `dir`: 0 with the child's
     // stack and the stat of its top object, -ENOENT, or another -errno.
     // `first`: the dir's read-only layers above this index are known not to

@@ -2,6 +2,8 @@
 #include "session.hpp"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstring>
 #include <memory>
 #include <thread>
 
@@ -50,6 +52,8 @@ int mount_and_serve(Overlay& overlay, const MountConfig& config)
     }
     fuse_session_unmount(se);
     fuse_remove_signal_handlers(se);
+    if (r != 0)
+        std::fprintf(stderr, "layerd-fs: the request loop ended with %d (%s)\n", r, std::strerror(r < 0 ? -r : r));
     return r == 0 ? 0 : 1;
 }
 
