@@ -2,6 +2,7 @@
 // Resolving names across the layers, node identity and attributes.
 #include "overlay.hpp"
 
+#include "layer_view.hpp"
 #include "resolve.hpp"
 
 #include <sys/resource.h>
@@ -181,11 +182,24 @@ int Overlay::resolve_child(const Stack& dir, std::string_view name, std::shared_
         if (int r = visit(*d.layer, dirfd.get(), path); r < 0)
             return r;
     }
-    if (absolute) {
-        for (unsigned i = abs_from; i < layers_.layers.size() && !stop; ++i) {
-            const Layer& layer = *layers_.layers[i];
-            if (int r = visit(layer, layer.root.get(), abs_redirect.empty() ? "." : abs_redirect.c_str()); r < 0)
-                return r;
+    if (absolute && !stop && abs_from < layers_.layers.size()) {
+        // An absolute redirect names a path in the view of the layers below,
+        // which the kernel walks one component at a time (each may itself be
+        // redirected, whited out or opaque): the core resolver does the same.
+        std::vector<int> below;
+        for (unsigned i = abs_from; i < layers_.layers.size(); ++i)
+            below.push_back(layers_.layers[i]->root.get());
+        ViewEntry lower;
+        int r = resolve_path(below, abs_redirect, xattrs_, &lower);
+        if (r < 0 && r != -ENOENT && r != -ENOTDIR)
+            return r;
+        if (r == 0 && lower.is_dir()) {
+            for (LayerObject& o : lower.objects) {
+                const Layer& layer = *layers_.layers[abs_from + static_cast<unsigned>(o.layer)];
+                Backing b{&layer, o.dev, o.ino, std::make_shared<BackingObject>(fds_, layer, o.dev, o.ino)};
+                fds_.adopt(*b.object, o.fd.release());
+                child->entries.push_back(std::move(b));
+            }
         }
     }
     if (child->entries.empty())

@@ -801,5 +801,58 @@ TEST_F(InteropTest, SameChangesGiveSameViewAsKernel)
         std::fprintf(stderr, "layerd-fs view:\n%s", dump(layerd_view).c_str());
 }
 
+
+// Redirects written over several kernel rounds: an absolute redirect names a
+// path in the view of the layers below, whose components may themselves be
+// redirected (relative or absolute) there. layerd-fs must walk it as the
+// kernel does, one component at a time, or renamed dirs lose their contents.
+TEST_F(InteropTest, LayerdFollowsRedirectChainsOverSeveralLayers)
+{
+    mkdir_p(lower(1) + "/a/b");
+    put(lower(1) + "/a/b/f2", "two");
+    mkdir_p(lower(1) + "/old/deep");
+    put(lower(1) + "/old/deep/f1", "one");
+    put(lower(1) + "/old/keep", "kept");
+    mkdir_p(lower(1) + "/t");
+    mkdir_p(lower(0) + "/a/b");
+    put(lower(0) + "/a/b/f3", "three");
+    ASSERT_FALSE(HasFatalFailure());
+
+    std::string u1 = fresh_dir("u1"), u2 = fresh_dir("u2");
+    std::string kmnt = fresh_dir("kmnt");
+    auto round = [&](const std::string& lowers, const std::string& up, const std::string& work,
+                     const std::vector<std::pair<std::string, std::string>>& moves) {
+        KernelOverlay k;
+        ASSERT_EQ(k.mount("lowerdir=" + lowers + ",upperdir=" + up + ",workdir=" + work + ",redirect_dir=on", kmnt),
+                  "");
+        for (const auto& [from, to] : moves)
+            ASSERT_EQ(::rename((kmnt + "/" + from).c_str(), (kmnt + "/" + to).c_str()), 0)
+                << from << " -> " << to << ": " << strerror(errno);
+        k.unmount();
+    };
+    round(lower(0) + ":" + lower(1), u1, fresh_dir("w1"), {{"a/b", "t/moved"}, {"old", "new"}});
+    ASSERT_FALSE(HasFatalFailure());
+    round(u1 + ":" + lower(0) + ":" + lower(1), u2, fresh_dir("w2"), {{"t/moved", "again"}, {"new/deep", "deep2"}});
+    ASSERT_FALSE(HasFatalFailure());
+
+    std::string stack = u2 + ":" + u1 + ":" + lower(0) + ":" + lower(1);
+    Tree kernel_view;
+    {
+        KernelOverlay k;
+        ASSERT_EQ(k.mount("lowerdir=" + stack + ",redirect_dir=follow", kmnt, MS_RDONLY), "");
+        kernel_view = snapshot(kmnt);
+        k.unmount();
+    }
+    EXPECT_EQ(field(kernel_view, "again/f2", "sha256"), sha256_hex("two")) << dump(kernel_view);
+    EXPECT_EQ(field(kernel_view, "again/f3", "sha256"), sha256_hex("three")) << dump(kernel_view);
+    EXPECT_EQ(field(kernel_view, "deep2/f1", "sha256"), sha256_hex("one")) << dump(kernel_view);
+
+    std::string error;
+    ASSERT_TRUE(fs_.start("lowerdir=" + stack, mnt(), &error)) << error;
+    Tree layerd_view = snapshot(mnt());
+    EXPECT_EQ(tree_diff(kernel_view, "kernel", layerd_view, "layerd-fs"), "")
+        << "layerd-fs serves a different tree on chained kernel layers";
+}
+
 } // namespace
 } // namespace layerd::test
