@@ -224,6 +224,34 @@ int list_dir(int dirfd, std::vector<std::pair<std::string, unsigned char>>* out)
     return r;
 }
 
+// Why each rule keeps the view. Everything the layers below P ever see comes
+// from the name (or stop) P passes them for a directory; everything C' must
+// show itself is what C and P showed together. Per name m of a C dir Y whose
+// lookup reaches P's dir q:
+//  * q/m absent: P adds nothing at m; nothing to do.
+//  * Y/m absent: the view shows q/m itself at Y/m (P is the top there); the
+//    rename moves that very object, xattrs included, so its own redirect or
+//    opaque flag keeps telling the layers below what it told them before
+//    (see move_is_neutral for the one catch: P must not answer it).
+//  * Y/m a whiteout or non-dir: lookup ends at C (the kernel never looks
+//    below a non-dir), q/m is unreachable: dropped.
+//  * Y/m an opaque dir: the lookup ends at C: q/m unreachable: dropped.
+//  * Y/m a dir with a redirect naming something else: the kernel looks up
+//    the redirect, not m; q/m is unreachable through Y/m: dropped. This is
+//    the old place of a dir C renamed; C itself left a whiteout or opaque dir
+//    there, so P's old-place dir is only ever seen through the redirect.
+//  * Y/m a non-opaque dir looking up q/m (plain, or redirected to it):
+//    - q/m a whiteout or non-dir: the kernel stopped there; C's dir was
+//      already all the view had, and once P is gone it must stop the lookup
+//      itself: opaque. Then q/m is unreachable: dropped.
+//    - q/m a dir: its entries shown under Y/m are the names Y/m lacks: the
+//      same rules one level down. What P passed below (its opaque flag: stop;
+//      its redirect: a new name) must then be passed by C's dir: composite().
+//      Then q/m is unreachable: dropped.
+//  * C dir with a redirect R: "the P entry it looks up" is the one R finds
+//    (relative: R in the parent's P dir; absolute: R walked from P's root,
+//    P's own redirects, opaque dirs and whiteouts applying on the way), and
+//    its entries are merged into the redirected dir exactly as above.
 // Composite xattrs from P's lookup (header: "How C and P combine").
 Final composite(const Lookup& l, const std::string& name)
 {

@@ -56,10 +56,9 @@ void Overlay::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
         return fail(errno);
     if (to_set & FUSE_SET_ATTR_SIZE) {
         int r;
-        if (auto fh = fi ? files_.get(fi->fh) : nullptr) {
-            std::shared_lock<std::shared_mutex> lock;
-            int hfd = handle_fd(*fh, true, &lock);
-            r = hfd < 0 ? hfd : (::ftruncate(hfd, attr->st_size) == 0 ? 0 : -errno);
+        OpenFd file;
+        if (fi && (r = open_fd(fi->fh, true, &file)) != -EBADF) {
+            r = r < 0 ? r : (::ftruncate(file.fd, attr->st_size) == 0 ? 0 : -errno);
         } else {
             int wfd = reopen_fd(fd, O_WRONLY);
             r = wfd < 0 ? wfd : (::ftruncate(wfd, attr->st_size) == 0 ? 0 : -errno);

@@ -93,6 +93,18 @@ void FdLease::release()
     fd_ = -EBADF;
 }
 
+bool FdCache::handles_work(const Layer& layer)
+{
+    auto handle = handle_of(layer.root.get());
+    if (!handle)
+        return false;
+    int fd = ::open_by_handle_at(layer.mount_fd.get(), as_handle(handle.get()), O_PATH | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ::close(fd);
+    return true;
+}
+
 FdCache::FdCache(size_t capacity, bool use_handles) : capacity_(capacity), use_handles_(use_handles) {}
 
 size_t FdCache::open_count() const

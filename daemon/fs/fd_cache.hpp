@@ -86,6 +86,9 @@ public:
 
     size_t open_count() const;
 
+    // open_by_handle_at() needs CAP_DAC_READ_SEARCH: tries it on a layer root.
+    static bool handles_work(const Layer& layer);
+
 private:
     friend class BackingObject;
     friend class FdLease;

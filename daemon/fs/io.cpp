@@ -54,6 +54,15 @@ int Overlay::handle_fd(FileHandle& fh, bool for_write, std::shared_lock<std::sha
     }
 }
 
+int Overlay::open_fd(uint64_t fh, bool for_write, OpenFd* out)
+{
+    out->handle = files_.get(fh);
+    if (!out->handle)
+        return -EBADF;
+    out->fd = handle_fd(*out->handle, for_write, &out->lock);
+    return out->fd < 0 ? out->fd : 0;
+}
+
 void Overlay::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi)
 {
     auto n = node(ino);
@@ -92,13 +101,10 @@ void Overlay::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi)
 
 void Overlay::read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi)
 {
-    auto fh = files_.get(fi->fh);
-    if (!fh)
-        return (void)fuse_reply_err(req, EBADF);
-    std::shared_lock<std::shared_mutex> lock;
-    int fd = handle_fd(*fh, false, &lock);
-    if (fd < 0)
-        return (void)fuse_reply_err(req, -fd);
+    OpenFd file;
+    if (int r = open_fd(fi->fh, false, &file); r < 0)
+        return (void)fuse_reply_err(req, -r);
+    int fd = file.fd;
     // An fd-backed buffer: libfuse splices it to the kernel (never with
     // SPLICE_F_MOVE: these pages may be mapped MAP_SHARED elsewhere).
     fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
@@ -110,13 +116,10 @@ void Overlay::read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file
 
 void Overlay::write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_file_info* fi)
 {
-    auto fh = files_.get(fi->fh);
-    if (!fh)
-        return (void)fuse_reply_err(req, EBADF);
-    std::shared_lock<std::shared_mutex> lock;
-    int fd = handle_fd(*fh, true, &lock);
-    if (fd < 0)
-        return (void)fuse_reply_err(req, -fd);
+    OpenFd file;
+    if (int r = open_fd(fi->fh, true, &file); r < 0)
+        return (void)fuse_reply_err(req, -r);
+    int fd = file.fd;
     fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
     out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
     out.buf[0].fd = fd;
@@ -136,38 +139,29 @@ void Overlay::release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi)
 
 void Overlay::fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi)
 {
-    auto fh = files_.get(fi->fh);
-    if (!fh)
-        return (void)fuse_reply_err(req, EBADF);
-    std::shared_lock<std::shared_mutex> lock;
-    int fd = handle_fd(*fh, false, &lock);
-    if (fd < 0)
-        return (void)fuse_reply_err(req, -fd);
+    OpenFd file;
+    if (int r = open_fd(fi->fh, false, &file); r < 0)
+        return (void)fuse_reply_err(req, -r);
+    int fd = file.fd;
     int r = datasync ? ::fdatasync(fd) : ::fsync(fd);
     fuse_reply_err(req, r == 0 ? 0 : errno);
 }
 
 void Overlay::fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length, fuse_file_info* fi)
 {
-    auto fh = files_.get(fi->fh);
-    if (!fh)
-        return (void)fuse_reply_err(req, EBADF);
-    std::shared_lock<std::shared_mutex> lock;
-    int fd = handle_fd(*fh, true, &lock);
-    if (fd < 0)
-        return (void)fuse_reply_err(req, -fd);
+    OpenFd file;
+    if (int r = open_fd(fi->fh, true, &file); r < 0)
+        return (void)fuse_reply_err(req, -r);
+    int fd = file.fd;
     fuse_reply_err(req, ::fallocate(fd, mode, offset, length) == 0 ? 0 : errno);
 }
 
 void Overlay::lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi)
 {
-    auto fh = files_.get(fi->fh);
-    if (!fh)
-        return (void)fuse_reply_err(req, EBADF);
-    std::shared_lock<std::shared_mutex> lock;
-    int fd = handle_fd(*fh, false, &lock);
-    if (fd < 0)
-        return (void)fuse_reply_err(req, -fd);
+    OpenFd file;
+    if (int r = open_fd(fi->fh, false, &file); r < 0)
+        return (void)fuse_reply_err(req, -r);
+    int fd = file.fd;
     off_t res = ::lseek(fd, off, whence);
     if (res < 0)
         fuse_reply_err(req, errno);

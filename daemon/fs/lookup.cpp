@@ -29,24 +29,6 @@ size_t fd_cache_capacity()
     return std::max<size_t>(64, rl.rlim_cur / 2);
 }
 
-// open_by_handle_at() needs CAP_DAC_READ_SEARCH: try it on a layer root.
-bool handles_work(const Layer& layer)
-{
-    struct {
-        file_handle fh;
-        unsigned char bytes[MAX_HANDLE_SZ];
-    } buf;
-    buf.fh.handle_bytes = MAX_HANDLE_SZ;
-    int mount_id;
-    if (::name_to_handle_at(layer.root.get(), "", &buf.fh, &mount_id, AT_EMPTY_PATH) != 0)
-        return false;
-    int fd = ::open_by_handle_at(layer.mount_fd.get(), &buf.fh, O_PATH | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    ::close(fd);
-    return true;
-}
-
 std::string join_path(const std::string& dir, std::string_view name)
 {
     std::string p;
@@ -80,7 +62,7 @@ int Overlay::open_backing(const Layer& layer, int dirfd, const char* path, Backi
 
 Overlay::Overlay(LayerSet layers, OverlayOptions options)
     : layers_(std::move(layers)), options_(options), xattrs_(options.xattr_format),
-      fds_(fd_cache_capacity(), handles_work(*layers_.layers.front())), my_uid_(geteuid()), my_gid_(getegid())
+      fds_(fd_cache_capacity(), FdCache::handles_work(*layers_.layers.front())), my_uid_(geteuid()), my_gid_(getegid())
 {
     // The root merges every layer's root directory.
     auto stack = std::make_shared<Stack>();

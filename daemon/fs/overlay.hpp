@@ -133,6 +133,13 @@ private:
     // The handle's fd for one request, reopened on the node's current object
     // (copied up first for a write); the returned lock keeps it open.
     int handle_fd(FileHandle& fh, bool for_write, std::shared_lock<std::shared_mutex>* lock);
+    // The same for the open file `fh` names: 0 with `out` set, or -errno.
+    struct OpenFd {
+        std::shared_ptr<FileHandle> handle;
+        std::shared_lock<std::shared_mutex> lock;
+        int fd = -1;
+    };
+    int open_fd(uint64_t fh, bool for_write, OpenFd* out);
 
     std::shared_ptr<Node> node(fuse_ino_t ino) const { return nodes_.get(ino); }
     bool read_only() const { return layers_.upper() == nullptr; }
