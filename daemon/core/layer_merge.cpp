@@ -134,9 +134,32 @@ std::string join(std::string_view dir, std::string_view name)
     return p;
 }
 
-const char* dot_if_empty(const std::string& path)
+// Opens the directory at `path` (relative, "" = the layer itself) beneath
+// a layer's fd. Paths may be longer than PATH_MAX (trees made with *at()
+// calls can be deeper): those are resolved a few hundred components at a
+// time, each piece beneath the directory the previous one opened.
+int open_dir_at(int layer_fd, const std::string& path)
 {
-    return path.empty() ? "." : path.c_str();
+    constexpr std::size_t piece = 2048;
+    if (path.size() < piece)
+        return open_beneath(layer_fd, path.empty() ? "." : path.c_str(), O_PATH | O_DIRECTORY);
+    UniqueFd dir;
+    std::size_t pos = 0;
+    while (pos < path.size()) {
+        std::size_t end = path.size();
+        if (end - pos >= piece) {
+            end = path.rfind('/', pos + piece);
+            if (end == std::string::npos || end <= pos)
+                return -ENAMETOOLONG; // one component longer than a piece: not a valid name
+        }
+        std::string part = path.substr(pos, end - pos);
+        int fd = open_beneath(dir ? dir.get() : layer_fd, part.c_str(), O_PATH | O_DIRECTORY);
+        if (fd < 0)
+            return fd;
+        dir = UniqueFd(fd);
+        pos = end + 1;
+    }
+    return dir.release();
 }
 
 // True when `path` is `top` or lies below it.
@@ -518,7 +541,7 @@ int Merger::lookup_again(const Pending& y, const std::string& name, const std::s
         out->dname = name;
         return 0;
     }
-    int fd = open_beneath(p_.get(), dot_if_empty(y.parent_q), O_PATH | O_DIRECTORY);
+    int fd = open_dir_at(p_.get(), y.parent_q);
     if (fd < 0)
         return fd;
     UniqueFd qfd(fd);
@@ -531,7 +554,7 @@ int Merger::scan_dir(const std::string& cpath, const std::optional<std::string>&
 {
     std::vector<std::pair<std::string, std::optional<std::string>>> subdirs;
     {
-        int fd = open_beneath(c_, dot_if_empty(cpath), O_PATH | O_DIRECTORY);
+        int fd = open_dir_at(c_, cpath);
         if (fd < 0)
             return fd;
         UniqueFd cfd(fd);
@@ -540,7 +563,7 @@ int Merger::scan_dir(const std::string& cpath, const std::optional<std::string>&
             return r;
         UniqueFd qfd;
         if (q) {
-            if ((fd = open_beneath(p_.get(), dot_if_empty(*q), O_PATH | O_DIRECTORY)) < 0)
+            if ((fd = open_dir_at(p_.get(), *q)) < 0)
                 return fd;
             qfd = UniqueFd(fd);
         }
@@ -619,7 +642,7 @@ int Merger::check_references(Scan* s) const
             std::string here = p.substr(0, slash == std::string::npos ? p.size() : slash);
             std::string name = here.substr(pos);
             if (auto it = merged.find(parent); it != merged.end()) {
-                int fd = open_beneath(c_, dot_if_empty(it->second), O_PATH | O_DIRECTORY);
+                int fd = open_dir_at(c_, it->second);
                 if (fd < 0)
                     return fd;
                 UniqueFd cfd(fd);
@@ -639,11 +662,11 @@ int Merger::check_references(Scan* s) const
         }
         if (!y.in_natural || y.look.kind != Kind::dir)
             continue;
-        int fd = open_beneath(p_.get(), p.c_str(), O_PATH | O_DIRECTORY);
+        int fd = open_dir_at(p_.get(), p);
         if (fd < 0)
             return fd;
         UniqueFd qfd(fd);
-        if ((fd = open_beneath(c_, dot_if_empty(y.cpath), O_PATH | O_DIRECTORY)) < 0)
+        if ((fd = open_dir_at(c_, y.cpath)) < 0)
             return fd;
         UniqueFd cfd(fd);
         std::vector<std::pair<std::string, unsigned char>> names;
@@ -735,7 +758,7 @@ int Merger::nested_redirects_neutral(const std::string& dir, const std::string& 
 {
     std::vector<std::string> subdirs;
     {
-        int fd = open_beneath(p_.get(), dot_if_empty(dir), O_PATH | O_DIRECTORY);
+        int fd = open_dir_at(p_.get(), dir);
         if (fd < 0)
             return fd;
         UniqueFd dfd(fd);
@@ -815,7 +838,7 @@ int Merger::drop_path(const std::string& ppath)
     std::string dir = slash == std::string::npos ? std::string() : ppath.substr(0, slash);
     std::string name = slash == std::string::npos ? ppath : ppath.substr(slash + 1);
     int r = step([&]() -> int {
-        int fd = open_beneath(p_.get(), dot_if_empty(dir), O_PATH | O_DIRECTORY);
+        int fd = open_dir_at(p_.get(), dir);
         if (fd < 0)
             return fd == -ENOENT ? 0 : fd;
         UniqueFd dfd(fd);
@@ -833,14 +856,14 @@ int Merger::handle_children(const std::string& cpath, const std::string& q, Scan
                             std::size_t* natural_left, bool* progress)
 {
     *natural_left = 0;
-    int fd = open_beneath(p_.get(), dot_if_empty(q), O_PATH | O_DIRECTORY);
+    int fd = open_dir_at(p_.get(), q);
     if (fd < 0)
         return fd;
     UniqueFd qfd(fd);
     std::vector<std::pair<std::string, unsigned char>> names;
     if (int r = list_dir(qfd.get(), &names); r < 0)
         return r;
-    if ((fd = open_beneath(c_, dot_if_empty(cpath), O_PATH | O_DIRECTORY)) < 0)
+    if ((fd = open_dir_at(c_, cpath)) < 0)
         return fd;
     UniqueFd cfd(fd);
     for (const auto& entry : names) {
@@ -884,7 +907,7 @@ int Merger::handle_children(const std::string& cpath, const std::string& q, Scan
 
 int Merger::apply_final(const std::string& cpath, const Final& f, bool consistent)
 {
-    int fd = open_beneath(c_, dot_if_empty(cpath), O_PATH | O_DIRECTORY);
+    int fd = open_dir_at(c_, cpath);
     if (fd < 0)
         return fd;
     UniqueFd dfd(fd);
@@ -1065,14 +1088,14 @@ int Merger::finish_group(const Scan& s)
     std::vector<std::pair<std::string, std::size_t>> consumed; // P dirs with their own natural entries
     auto collect = [&](const std::string& cpath, const std::string& q, std::size_t* count) -> int {
         *count = 0;
-        int fd = open_beneath(p_.get(), dot_if_empty(q), O_PATH | O_DIRECTORY);
+        int fd = open_dir_at(p_.get(), q);
         if (fd < 0)
             return fd;
         UniqueFd qfd(fd);
         std::vector<std::pair<std::string, unsigned char>> names;
         if (int r = list_dir(qfd.get(), &names); r < 0)
             return r;
-        if ((fd = open_beneath(c_, dot_if_empty(cpath), O_PATH | O_DIRECTORY)) < 0)
+        if ((fd = open_dir_at(c_, cpath)) < 0)
             return fd;
         UniqueFd cfd(fd);
         for (const auto& entry : names) {
@@ -1327,13 +1350,13 @@ int Merger::apply_journal_ops(const std::vector<JournalOp>& ops)
             };
             auto [pdir, pname] = split(op.a);
             auto [cdir, cname] = split(op.b);
-            int fd = open_beneath(p_.get(), dot_if_empty(pdir), O_PATH | O_DIRECTORY);
+            int fd = open_dir_at(p_.get(), pdir);
             if (fd == -ENOENT)
                 continue;
             if (fd < 0)
                 return fd;
             UniqueFd from(fd);
-            if ((fd = open_beneath(c_, dot_if_empty(cdir), O_PATH | O_DIRECTORY)) < 0)
+            if ((fd = open_dir_at(c_, cdir)) < 0)
                 return fd;
             UniqueFd to(fd);
             if (::renameat2(from.get(), pname.c_str(), to.get(), cname.c_str(), RENAME_NOREPLACE) == 0) {
