@@ -87,9 +87,11 @@ bool dir_is_empty(int dirfd)
     return empty;
 }
 
-std::unique_ptr<Layer> make_layer(const std::string& what, const std::string& path, bool writable)
+} // namespace
+
+std::shared_ptr<Layer> LayerSet::open_layer(const std::string& what, const std::string& path, bool writable)
 {
-    auto layer = std::make_unique<Layer>();
+    auto layer = std::make_shared<Layer>();
     struct stat st;
     layer->root = open_dir(what, path, &st);
     layer->mount_fd = open_readable(what, path, layer->root.get());
@@ -99,6 +101,8 @@ std::unique_ptr<Layer> make_layer(const std::string& what, const std::string& pa
     layer->writable = writable;
     return layer;
 }
+
+namespace {
 
 constexpr const char volatile_marker_dir[] = "incompat";
 constexpr const char volatile_marker[] = "incompat/volatile";
@@ -116,9 +120,9 @@ LayerSet LayerSet::open(const LayerSetConfig& config)
     LayerSet set;
     set.is_volatile = config.is_volatile;
     if (config.upper)
-        set.layers.push_back(make_layer("upperdir", *config.upper, true));
+        set.layers.push_back(open_layer("upperdir", *config.upper, true));
     for (const auto& lower : config.lowers)
-        set.layers.push_back(make_layer("lowerdir", lower, false));
+        set.layers.push_back(open_layer("lowerdir", lower, false));
 
     if (const Layer* up = set.upper()) {
         for (size_t i = 1; i < set.layers.size(); ++i) {
@@ -168,8 +172,6 @@ LayerSet LayerSet::open(const LayerSetConfig& config)
             it = devs.insert(devs.end(), layer->dev);
         layer->ino_prefix = static_cast<uint64_t>(it - devs.begin()) << 48;
     }
-    for (unsigned i = 0; i < set.layers.size(); ++i)
-        set.layers[i]->index = i;
 
     if (!config.mountpoint.empty()) {
         struct stat mst;

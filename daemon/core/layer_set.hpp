@@ -8,6 +8,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -28,8 +29,8 @@ struct Layer {
     UniqueFd mount_fd;  // O_RDONLY: open_by_handle_at() refuses O_PATH fds
     dev_t dev = 0;
     ino_t ino = 0;
-    unsigned index = 0; // 0 = top of the view
-    bool writable = false;
+    // The live upper; false forever once it is frozen by a snapshot.
+    std::atomic<bool> writable{false};
     uint64_t ino_prefix = 0; // distinguishes filesystems when layers span several
 };
 
@@ -47,6 +48,9 @@ public:
     // Opens and checks every directory; throws LayerError.
     static LayerSet open(const LayerSetConfig& config);
 
+    // Opens one layer directory ("what" names it in errors); throws LayerError.
+    static std::shared_ptr<Layer> open_layer(const std::string& what, const std::string& path, bool writable);
+
     const Layer* upper() const { return layers.front()->writable ? layers.front().get() : nullptr; }
     // The inode number the overlay shows for object `ino` of `layer`.
     uint64_t overlay_ino(const Layer& layer, ino_t ino) const { return layer.ino_prefix | ino; }
@@ -54,7 +58,7 @@ public:
     // Drops the volatile marker after a clean shutdown; 0 or -errno.
     int clear_volatile_marker() const;
 
-    std::vector<std::unique_ptr<Layer>> layers; // [upper,] lowers top first
+    std::vector<std::shared_ptr<Layer>> layers; // [upper,] lowers top first
     UniqueFd work;                              // WORKDIR/work: copy-ups are built here
     bool is_volatile = false;
 };

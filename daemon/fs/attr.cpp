@@ -17,6 +17,7 @@ void Overlay::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
     auto n = node(ino);
     if (!n)
         return (void)fuse_reply_err(req, ESTALE);
+    auto change = changing();
     auto reply_current = [&] {
         struct stat st;
         if (int r = stat_node(*n, &st); r < 0)
@@ -107,7 +108,7 @@ void Overlay::statfs(fuse_req_t req, fuse_ino_t)
 {
     // The filesystem new data lands on: the upper's, or the top lower's.
     struct statvfs sv;
-    if (::fstatvfs(layers_.layers.front()->root.get(), &sv) != 0)
+    if (::fstatvfs(current_view()->layers.front()->root.get(), &sv) != 0)
         return (void)fuse_reply_err(req, errno);
     fuse_reply_statfs(req, &sv);
 }

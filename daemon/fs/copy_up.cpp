@@ -93,12 +93,96 @@ int build_copy(int work, const char* tmp, int src, const struct stat& st, bool w
 
 } // namespace
 
+int Overlay::build_copy_of(const Node& node, const Stack& stack, bool with_data, const std::string& tmp,
+                           UniqueFd* copy, struct stat* st)
+{
+    FdLease src = fd_of(stack.top());
+    if (!src)
+        return src.error();
+    if (int r = stat_fd(src.get(), st); r < 0)
+        return r;
+    int work = layers_.work.get();
+    int fd = build_copy(work, tmp.c_str(), src.get(), *st, with_data, !layers_.is_volatile);
+    if (fd < 0)
+        return fd;
+    copy->reset(fd);
+
+    // Metadata: xattrs (never the overlay's own), origin inode number,
+    // owner, then mode (chown clears set-id bits), then times last.
+    int r = copy_xattrs(src.get(), fd, [this](std::string_view n) { return !xattrs_.is_private(n); });
+    if (r < 0)
+        return r;
+    if (!S_ISDIR(st->st_mode)) {
+        r = write_xattr(fd, xattrs_.origin_ino, std::to_string(node.st_ino));
+        if (r < 0 && !S_ISLNK(st->st_mode)) // user.* xattrs do not exist on symlinks
+            return r;
+    }
+    if (::fchownat(fd, "", st->st_uid, st->st_gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0)
+        return -errno;
+    if (!S_ISLNK(st->st_mode) && ::chmod(ProcFdPath(fd).c_str(), st->st_mode & 07777) != 0)
+        return -errno;
+    const struct timespec times[2] = {st->st_atim, st->st_mtim};
+    return set_times(fd, times);
+}
+
+void Overlay::publish_copy(Node& node, const Stack& old, const std::shared_ptr<const View>& view, UniqueFd copy,
+                           const struct stat& ust, bool orphan)
+{
+    const Layer* upper = view->upper();
+    auto next = std::make_shared<Stack>();
+    next->view = view;
+    next->entries.reserve(S_ISDIR(ust.st_mode) ? old.entries.size() + 1 : 1);
+    Backing up{upper, ust.st_dev, ust.st_ino, std::make_shared<BackingObject>(fds_, *upper, ust.st_dev, ust.st_ino)};
+    if (orphan)
+        fds_.adopt_pinned(*up.object, copy.release()); // no name to find it again by
+    else
+        fds_.adopt(*up.object, copy.release());
+    next->entries.push_back(std::move(up));
+    if (S_ISDIR(ust.st_mode)) {
+        // An empty upper dir that merges with the lower ones below it.
+        next->entries.insert(next->entries.end(), old.entries.begin(), old.entries.end());
+        next->lower_path = old.lower_path;
+    }
+    if (!orphan)
+        nodes_.rekey(node, NodeKey{ust.st_dev, ust.st_ino, 0, view->generation});
+    node.set_stack(std::move(next));
+}
+
 int Overlay::copy_up(const std::shared_ptr<Node>& node, bool with_data)
 {
-    if (read_only())
+    // Callers hold changing(): the view cannot be swapped meanwhile.
+    std::shared_ptr<const View> view = current_view();
+    if (!view->upper())
         return -EROFS;
-    if (node->stack()->in_upper())
+    std::shared_ptr<const Stack> first = node->stack();
+    if (first->in_upper())
         return 0;
+    // A node of a view that a rollback replaced reads what it had; it must
+    // not reach into the new view's upper.
+    if (first->view->generation != view->generation)
+        return -EROFS;
+    int work = layers_.work.get();
+
+    if (node->unlinked.load()) {
+        // Deleted from the view while open, its data in a frozen layer: a
+        // write goes to a copy with no name, which lives as long as it is open.
+        std::lock_guard copy_lock(locks_.copy_up(*node));
+        std::shared_ptr<const Stack> stack = node->stack();
+        if (stack->in_upper())
+            return 0;
+        std::string tmp = temp_name();
+        UniqueFd copy;
+        struct stat st;
+        int r = build_copy_of(*node, *stack, with_data, tmp, &copy, &st);
+        remove_tree_at(work, tmp.c_str());
+        if (r < 0)
+            return r;
+        struct stat ust;
+        if ((r = stat_fd(copy.get(), &ust)) < 0)
+            return r;
+        publish_copy(*node, *stack, view, std::move(copy), ust, true);
+        return 0;
+    }
 
     for (;;) {
         std::shared_ptr<Node> parent = node->parent();
@@ -118,69 +202,34 @@ int Overlay::copy_up(const std::shared_ptr<Node>& node, bool with_data)
             return 0;
         std::shared_ptr<const Stack> pstack = parent->stack();
         FdLease parent_fd = fd_of(pstack->top());
-        FdLease src = fd_of(stack->top());
-        if (!parent_fd || !src)
-            return parent_fd ? src.error() : parent_fd.error();
+        if (!parent_fd)
+            return parent_fd.error();
         int pfd = parent_fd.get();
-        struct stat st;
-        if (int r = stat_fd(src.get(), &st); r < 0)
-            return r;
 
-        int work = layers_.work.get();
         std::string tmp = temp_name();
-        int fd = build_copy(work, tmp.c_str(), src.get(), st, with_data, !layers_.is_volatile);
         auto discard = [&](int err) {
             remove_tree_at(work, tmp.c_str());
             return err;
         };
-        if (fd < 0)
-            return discard(fd);
-        UniqueFd copy(fd); // handed to the fd cache below
-
-        // Metadata: xattrs (never the overlay's own), origin inode number,
-        // owner, then mode (chown clears set-id bits), then times last.
-        int r = copy_xattrs(src.get(), fd, [this](std::string_view n) { return !xattrs_.is_private(n); });
-        if (r < 0)
-            return discard(r);
-        if (!S_ISDIR(st.st_mode)) {
-            r = write_xattr(fd, xattrs_.origin_ino, std::to_string(node->st_ino));
-            if (r < 0 && !S_ISLNK(st.st_mode)) // user.* xattrs do not exist on symlinks
-                return discard(r);
-        }
-        if (::fchownat(fd, "", st.st_uid, st.st_gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0)
-            return discard(-errno);
-        if (!S_ISLNK(st.st_mode) && ::chmod(ProcFdPath(fd).c_str(), st.st_mode & 07777) != 0)
-            return discard(-errno);
-        const struct timespec times[2] = {st.st_atim, st.st_mtim};
-        if ((r = set_times(fd, times)) < 0)
+        UniqueFd copy;
+        struct stat st;
+        if (int r = build_copy_of(*node, *stack, with_data, tmp, &copy, &st); r < 0)
             return discard(r);
 
         // A copy-up changes no directory in the view: keep the parent's times
         // (the new entry would otherwise bump its mtime), as the kernel does.
         struct stat pst;
-        if (int r2 = stat_fd(pfd, &pst); r2 < 0)
-            return discard(r2);
+        if (int r = stat_fd(pfd, &pst); r < 0)
+            return discard(r);
         if (::renameat2(work, tmp.c_str(), pfd, name.c_str(), RENAME_NOREPLACE) != 0)
             return discard(-errno);
         const struct timespec ptimes[2] = {pst.st_atim, pst.st_mtim};
         set_times(pfd, ptimes);
 
         struct stat ust;
-        if (int r2 = stat_fd(fd, &ust); r2 < 0)
-            return r2;
-        auto next = std::make_shared<Stack>();
-        next->entries.reserve(S_ISDIR(st.st_mode) ? stack->entries.size() + 1 : 1);
-        Backing up{layers_.upper(), ust.st_dev, ust.st_ino,
-                   std::make_shared<BackingObject>(fds_, *layers_.upper(), ust.st_dev, ust.st_ino)};
-        fds_.adopt(*up.object, copy.release());
-        next->entries.push_back(std::move(up));
-        if (S_ISDIR(st.st_mode)) {
-            // An empty upper dir that merges with the lower ones below it.
-            next->entries.insert(next->entries.end(), stack->entries.begin(), stack->entries.end());
-            next->lower_path = stack->lower_path;
-        }
-        nodes_.rekey(*node, NodeKey{ust.st_dev, ust.st_ino, 0});
-        node->set_stack(std::move(next));
+        if (int r = stat_fd(copy.get(), &ust); r < 0)
+            return r;
+        publish_copy(*node, *stack, view, std::move(copy), ust, false);
         return 0;
     }
 }

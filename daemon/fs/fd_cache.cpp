@@ -172,6 +172,13 @@ void FdCache::adopt(BackingObject& o, int fd)
         ::close(closing[i]);
 }
 
+void FdCache::adopt_pinned(BackingObject& o, int fd)
+{
+    std::lock_guard lock(mutex_);
+    o.fd_ = fd;
+    o.no_handle_ = true;
+}
+
 FdLease FdCache::lease(const std::shared_ptr<BackingObject>& object)
 {
     BackingObject& o = *object;

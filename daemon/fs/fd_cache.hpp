@@ -82,6 +82,9 @@ public:
 
     // Takes ownership of `fd`, an O_PATH fd of the object, just opened.
     void adopt(BackingObject& object, int fd);
+    // The same for an object that cannot be found again (it has no name):
+    // its fd stays open for the object's life.
+    void adopt_pinned(BackingObject& object, int fd);
     FdLease lease(const std::shared_ptr<BackingObject>& object);
 
     size_t open_count() const;

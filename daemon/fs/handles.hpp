@@ -23,7 +23,8 @@ struct FileHandle {
     std::shared_mutex mutex;
     UniqueFd fd;
     uint64_t epoch = 0;    // node->epoch that fd belongs to
-    bool on_upper = false; // fd is a file of the writable layer
+    bool on_upper = false; // fd is a file of the writable layer…
+    uint64_t freezes = 0;  // …as of this many freezes
 };
 
 struct DirEntry {

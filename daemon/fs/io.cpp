@@ -29,7 +29,11 @@ int Overlay::handle_fd(FileHandle& fh, bool for_write, std::shared_lock<std::sha
 {
     for (;;) {
         std::shared_lock shared(fh.mutex);
-        if (fh.epoch == fh.node->epoch.load(std::memory_order_acquire) && (!for_write || fh.on_upper)) {
+        // A write needs the fd to be of the live upper, as of the last freeze
+        // (callers of a write hold changing(), so no freeze comes between).
+        uint64_t freezes = freezes_.load(std::memory_order_acquire);
+        if (fh.epoch == fh.node->epoch.load(std::memory_order_acquire) &&
+            (!for_write || (fh.on_upper && fh.freezes == freezes))) {
             *lock = std::move(shared);
             return fh.fd.get();
         }
@@ -39,8 +43,8 @@ int Overlay::handle_fd(FileHandle& fh, bool for_write, std::shared_lock<std::sha
                 return r;
         std::unique_lock exclusive(fh.mutex);
         uint64_t epoch = fh.node->epoch.load(std::memory_order_acquire);
+        auto stack = fh.node->stack();
         if (fh.epoch != epoch) {
-            auto stack = fh.node->stack();
             FdLease object = fd_of(stack->top());
             if (!object)
                 return object.error();
@@ -49,8 +53,9 @@ int Overlay::handle_fd(FileHandle& fh, bool for_write, std::shared_lock<std::sha
                 return fd;
             fh.fd.reset(fd);
             fh.epoch = epoch;
-            fh.on_upper = stack->in_upper();
         }
+        fh.on_upper = stack->in_upper();
+        fh.freezes = freezes;
     }
 }
 
@@ -71,7 +76,9 @@ void Overlay::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi)
     if (n->is_dir())
         return (void)fuse_reply_err(req, EISDIR);
     bool truncate = fi->flags & O_TRUNC;
+    std::shared_lock<std::shared_mutex> change;
     if ((fi->flags & O_ACCMODE) != O_RDONLY || truncate) {
+        change = changing();
         // Copy-up at open, as the kernel does; a truncating open copies no data.
         if (int r = copy_up(n, !truncate); r < 0)
             return (void)fuse_reply_err(req, -r);
@@ -89,6 +96,7 @@ void Overlay::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi)
         return (void)fuse_reply_err(req, -fd);
     fh->fd.reset(fd);
     fh->on_upper = stack->in_upper();
+    fh->freezes = freezes_.load(std::memory_order_acquire);
     bool read_only_open = (fi->flags & O_ACCMODE) == O_RDONLY;
     fi->fh = files_.add(std::move(fh));
     // Every change to a node's data goes through this kernel's page cache,
@@ -116,6 +124,7 @@ void Overlay::read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file
 
 void Overlay::write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_file_info* fi)
 {
+    auto change = changing();
     OpenFd file;
     if (int r = open_fd(fi->fh, true, &file); r < 0)
         return (void)fuse_reply_err(req, -r);
@@ -149,6 +158,7 @@ void Overlay::fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi
 
 void Overlay::fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length, fuse_file_info* fi)
 {
+    auto change = changing();
     OpenFd file;
     if (int r = open_fd(fi->fh, true, &file); r < 0)
         return (void)fuse_reply_err(req, -r);

@@ -64,22 +64,35 @@ Overlay::Overlay(LayerSet layers, OverlayOptions options)
     : layers_(std::move(layers)), options_(options), xattrs_(options.xattr_format),
       fds_(fd_cache_capacity(), FdCache::handles_work(*layers_.layers.front())), my_uid_(geteuid()), my_gid_(getegid())
 {
-    // The root merges every layer's root directory.
-    auto stack = std::make_shared<Stack>();
-    struct stat top {};
-    for (const auto& layer : layers_.layers) {
-        Backing b;
-        struct stat st;
-        if (int r = open_backing(*layer, layer->root.get(), ".", &b, &st); r < 0)
-            throw LayerError(layer->path + ": " + std::strerror(-r));
-        if (stack->entries.empty())
-            top = st;
-        stack->entries.push_back(std::move(b));
-    }
+    auto view = std::make_shared<View>();
+    view->layers = layers_.layers;
+    view_ = view;
+    auto stack = root_stack(view);
+    if (!stack)
+        throw LayerError(layers_.layers.front()->path + ": cannot open the layer's root");
+    struct stat top;
+    if (int r = stat_fd(fd_of(stack->top()).get(), &top); r < 0)
+        throw LayerError(layers_.layers.front()->path + ": " + std::strerror(-r));
     auto root = std::make_shared<Node>(NodeTable::root_id, S_IFDIR, st_ino_of(*stack, top));
-    root->key = NodeKey{stack->top().dev, stack->top().ino, 0};
+    root->key = NodeKey{stack->top().dev, stack->top().ino, 0, 0};
     root->set_stack(std::move(stack));
     nodes_.insert_root(std::move(root));
+}
+
+std::shared_ptr<Stack> Overlay::root_stack(const std::shared_ptr<const View>& view)
+{
+    // The root merges every layer's root directory (the kernel ignores opaque
+    // and redirect xattrs on layer roots).
+    auto stack = std::make_shared<Stack>();
+    stack->view = view;
+    for (const auto& layer : view->layers) {
+        Backing b;
+        struct stat st;
+        if (open_backing(*layer, layer->root.get(), ".", &b, &st) < 0)
+            return nullptr;
+        stack->entries.push_back(std::move(b));
+    }
+    return stack;
 }
 
 int Overlay::resolve_child(const Stack& dir, std::string_view name, std::shared_ptr<Stack>* out,
@@ -93,7 +106,9 @@ int Overlay::resolve_child(const Stack& dir, std::string_view name, std::shared_
     std::memcpy(cname, name.data(), name.size());
     cname[name.size()] = '\0';
 
+    const View& view = *dir.view;
     auto child = std::make_shared<Stack>();
+    child->view = dir.view;
     std::string redirect;      // a relative redirect: the name in the parent's lower dirs
     std::string abs_redirect;  // an absolute one: the path below each lower layer root
     unsigned abs_from = 0;     // layers at and past this index use abs_redirect
@@ -127,7 +142,7 @@ int Overlay::resolve_child(const Stack& dir, std::string_view name, std::shared_
             stop = true;
             return 0;
         }
-        if (layer.index + 1 == layers_.layers.size())
+        if (view.is_bottom(layer))
             return 0; // nothing below the bottom layer: no need for its xattrs
         FdLease fd = fd_of(b);
         if (!fd)
@@ -141,7 +156,7 @@ int Overlay::resolve_child(const Stack& dir, std::string_view name, std::shared_
                 absolute = true;
                 abs_redirect = rd->substr(rd->find_first_not_of('/') == std::string::npos ? rd->size()
                                                                                           : rd->find_first_not_of('/'));
-                abs_from = layer.index + 1;
+                abs_from = static_cast<unsigned>(view.index_of(layer)) + 1;
             } else if (is_valid_name(*rd)) {
                 redirect = *rd;
             }
@@ -164,20 +179,20 @@ int Overlay::resolve_child(const Stack& dir, std::string_view name, std::shared_
         if (int r = visit(*d.layer, dirfd.get(), path); r < 0)
             return r;
     }
-    if (absolute && !stop && abs_from < layers_.layers.size()) {
+    if (absolute && !stop && abs_from < view.layers.size()) {
         // An absolute redirect names a path in the view of the layers below,
         // which the kernel walks one component at a time (each may itself be
         // redirected, whited out or opaque): the core resolver does the same.
         std::vector<int> below;
-        for (unsigned i = abs_from; i < layers_.layers.size(); ++i)
-            below.push_back(layers_.layers[i]->root.get());
+        for (unsigned i = abs_from; i < view.layers.size(); ++i)
+            below.push_back(view.layers[i]->root.get());
         ViewEntry lower;
         int r = resolve_path(below, abs_redirect, xattrs_, &lower);
         if (r < 0 && r != -ENOENT && r != -ENOTDIR)
             return r;
         if (r == 0 && lower.is_dir()) {
             for (LayerObject& o : lower.objects) {
-                const Layer& layer = *layers_.layers[abs_from + static_cast<unsigned>(o.layer)];
+                const Layer& layer = *view.layers[abs_from + static_cast<unsigned>(o.layer)];
                 Backing b{&layer, o.dev, o.ino, std::make_shared<BackingObject>(fds_, layer, o.dev, o.ino)};
                 fds_.adopt(*b.object, o.fd.release());
                 child->entries.push_back(std::move(b));
@@ -218,7 +233,7 @@ uint64_t Overlay::st_ino_of(const Stack& stack, const struct stat& top) const
 
 NodeKey Overlay::key_of(const Node* parent, std::string_view name, const Backing& top, const struct stat& st) const
 {
-    NodeKey key{top.dev, top.ino, 0};
+    NodeKey key{top.dev, top.ino, 0, 0};
     if (!top.layer->writable && !S_ISDIR(st.st_mode) && st.st_nlink > 1 && parent) {
         uint64_t h = parent->id * 0x9E3779B97F4A7C15ull;
         for (char c : name)
@@ -232,6 +247,7 @@ std::shared_ptr<Node> Overlay::node_for(const std::shared_ptr<Node>& parent, std
                                         std::shared_ptr<Stack> stack, const struct stat& st)
 {
     NodeKey key = key_of(parent.get(), name, stack->top(), st);
+    key.generation = stack->view->generation;
     auto same = [&](const Node& n) { return n.stack()->top().object->same_object(*stack->top().object); };
     return nodes_.lookup(key, same, [&](uint64_t id) {
         auto n = std::make_shared<Node>(id, st.st_mode & S_IFMT, st_ino_of(*stack, st));
@@ -245,6 +261,7 @@ std::shared_ptr<Node> Overlay::existing_node(const std::shared_ptr<Node>& parent
                                              std::shared_ptr<Stack> stack, const struct stat& st)
 {
     NodeKey key = key_of(parent.get(), name, stack->top(), st);
+    key.generation = stack->view->generation;
     if (auto n = nodes_.find(key); n && n->stack()->top().object->same_object(*stack->top().object))
         return n;
     // Not known to the kernel: a node of its own that the table never holds.

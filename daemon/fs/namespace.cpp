@@ -354,6 +354,7 @@ void Overlay::mknod(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mod
     auto parent = node(parent_ino);
     if (!parent)
         return (void)fuse_reply_err(req, ESTALE);
+    auto change = changing();
     if (S_ISCHR(mode) && rdev == makedev(0, 0))
         return (void)fuse_reply_err(req, EPERM); // that is a whiteout
     NewObject obj{.mode = mode, .rdev = rdev, .uid = caller_uid(req), .gid = caller_gid(req)};
@@ -367,6 +368,7 @@ void Overlay::mkdir(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mod
     auto parent = node(parent_ino);
     if (!parent)
         return (void)fuse_reply_err(req, ESTALE);
+    auto change = changing();
     NewObject obj{.mode = S_IFDIR | (mode & 07777), .uid = caller_uid(req), .gid = caller_gid(req)};
     if (int r = make_object(parent, name, obj, nullptr); r < 0)
         return (void)fuse_reply_err(req, -r);
@@ -378,6 +380,7 @@ void Overlay::symlink(fuse_req_t req, const char* target, fuse_ino_t parent_ino,
     auto parent = node(parent_ino);
     if (!parent)
         return (void)fuse_reply_err(req, ESTALE);
+    auto change = changing();
     NewObject obj{.mode = S_IFLNK | 0777, .target = target, .uid = caller_uid(req), .gid = caller_gid(req)};
     if (int r = make_object(parent, name, obj, nullptr); r < 0)
         return (void)fuse_reply_err(req, -r);
@@ -390,6 +393,7 @@ void Overlay::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const 
     auto parent = node(new_parent);
     if (!n || !parent)
         return (void)fuse_reply_err(req, ESTALE);
+    auto change = changing();
     if (int r = copy_up(n); r < 0)
         return (void)fuse_reply_err(req, -r);
     NewObject obj{.mode = n->type, .link_to = n.get()};
@@ -403,6 +407,7 @@ void Overlay::create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mo
     auto parent = node(parent_ino);
     if (!parent)
         return (void)fuse_reply_err(req, ESTALE);
+    auto change = changing();
     int flags = open_flags_for(fi->flags);
     NewObject obj{.mode = S_IFREG | (mode & 07777), .open_flags = flags, .uid = caller_uid(req),
                   .gid = caller_gid(req)};
@@ -418,6 +423,7 @@ void Overlay::create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mo
     fh->flags = flags;
     fh->epoch = child->epoch.load(std::memory_order_acquire);
     fh->on_upper = true;
+    fh->freezes = freezes_.load(std::memory_order_acquire);
     fh->fd = std::move(fd);
     fi->fh = files_.add(std::move(fh));
     fi->keep_cache = 1;
@@ -430,6 +436,7 @@ void Overlay::unlink(fuse_req_t req, fuse_ino_t parent_ino, const char* name)
     auto parent = node(parent_ino);
     if (!parent)
         return (void)fuse_reply_err(req, ESTALE);
+    auto change = changing();
     fuse_reply_err(req, -remove_entry(parent, name, false));
 }
 
@@ -438,6 +445,7 @@ void Overlay::rmdir(fuse_req_t req, fuse_ino_t parent_ino, const char* name)
     auto parent = node(parent_ino);
     if (!parent)
         return (void)fuse_reply_err(req, ESTALE);
+    auto change = changing();
     fuse_reply_err(req, -remove_entry(parent, name, true));
 }
 
@@ -448,6 +456,7 @@ void Overlay::rename(fuse_req_t req, fuse_ino_t parent_ino, const char* name, fu
     auto new_parent = node(new_parent_ino);
     if (!parent || !new_parent)
         return (void)fuse_reply_err(req, ESTALE);
+    auto change = changing();
     fuse_reply_err(req, -rename_entry(parent, name, new_parent, new_name, flags));
 }
 

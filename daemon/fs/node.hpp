@@ -4,6 +4,7 @@
 
 #include "fd_cache.hpp"
 #include "layer_set.hpp"
+#include "view.hpp"
 
 #include <sys/stat.h>
 
@@ -29,6 +30,7 @@ struct Backing {
 // layer for a merged directory (down to the first opaque one). Immutable once
 // published; a copy-up publishes a new one.
 struct Stack {
+    std::shared_ptr<const View> view; // the view this stack was resolved in
     std::vector<Backing> entries;
     // Directories: the path of the lower dirs below the layer roots, "" for
     // the root. Differs from the overlay path after a rename (redirect).
@@ -46,13 +48,15 @@ struct NodeKey {
     dev_t dev = 0;
     ino_t ino = 0;
     uint64_t alias = 0;
+    uint64_t generation = 0; // the view generation: a rollback makes new nodes
     bool operator==(const NodeKey&) const = default;
 };
 
 struct NodeKeyHash {
     size_t operator()(const NodeKey& k) const noexcept
     {
-        uint64_t h = k.ino * 0x9E3779B97F4A7C15ull ^ (k.dev + 0x632BE59BD9B4E019ull) ^ (k.alias * 0xBF58476D1CE4E5B9ull);
+        uint64_t h = k.ino * 0x9E3779B97F4A7C15ull ^ (k.dev + 0x632BE59BD9B4E019ull) ^ (k.alias * 0xBF58476D1CE4E5B9ull) ^
+                     (k.generation * 0x94D049BB133111EBull);
         return static_cast<size_t>(h ^ (h >> 31));
     }
 };

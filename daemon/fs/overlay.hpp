@@ -37,6 +37,30 @@ public:
     const LayerSet& layers() const { return layers_; }
     size_t node_count() const { return nodes_.size(); }
 
+    // The session serving this overlay, for the kernel cache invalidations
+    // a swap needs. Set by mount_and_serve().
+    void attach(fuse_session* session) { session_ = session; }
+
+    // --- swaps.cpp: what snapshots do to a live mount. Call from a thread
+    // that serves no FUSE request, after syncfs() of the mountpoint (so the
+    // kernel's dirty pages are in the layer being frozen).
+    //
+    // Freezes the live upper and continues on `next` (an empty directory on
+    // the upper's filesystem): what users see does not change; the frozen
+    // layer is durable and never changes again; a later write to a file of
+    // it, also through an fd opened before, copies the file up into `next`.
+    int freeze_upper(std::shared_ptr<Layer> next);
+    // Serves `layers` ([new empty upper, …] top first) from now on, freezing
+    // the current upper: every path gets a new node, while files and
+    // mappings opened before keep reading what they opened (and can no longer
+    // be written). Drops the kernel's cached entries of the old view.
+    int replace_view(std::vector<std::shared_ptr<Layer>> layers);
+    std::shared_ptr<const View> current_view() const
+    {
+        std::lock_guard lock(view_mutex_);
+        return view_;
+    }
+
     // FUSE operations (ops_*.cpp).
     void init(fuse_conn_info* conn);
     void lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
@@ -111,6 +135,12 @@ private:
     int copy_up(const std::shared_ptr<Node>& node, bool with_data = true);
     // The upper dir fd of a directory node, copying it up first.
     int upper_dir(const std::shared_ptr<Node>& dir, std::shared_ptr<const Stack>* stack);
+    // Builds a copy of the node's top object as work/tmp, with its metadata.
+    int build_copy_of(const Node& node, const Stack& stack, bool with_data, const std::string& tmp, UniqueFd* copy,
+                      struct stat* st);
+    // Makes the copy the node's top object (an orphan has no name left).
+    void publish_copy(Node& node, const Stack& old, const std::shared_ptr<const View>& view, UniqueFd copy,
+                      const struct stat& ust, bool orphan);
     // A fresh name in work/ for an object being built.
     std::string temp_name();
     int sync_file(int fd) const;
@@ -142,7 +172,11 @@ private:
     int open_fd(uint64_t fh, bool for_write, OpenFd* out);
 
     std::shared_ptr<Node> node(fuse_ino_t ino) const { return nodes_.get(ino); }
-    bool read_only() const { return layers_.upper() == nullptr; }
+    bool read_only() const { return current_view()->upper() == nullptr; }
+    // Held (shared) by every operation that changes the upper layer, so a
+    // freeze or a swap (exclusive) happens between operations, never inside.
+    std::shared_lock<std::shared_mutex> changing() { return std::shared_lock(change_mutex_); }
+    std::shared_ptr<Stack> root_stack(const std::shared_ptr<const View>& view);
 
     LayerSet layers_;
     OverlayOptions options_;
@@ -153,6 +187,11 @@ private:
     HandleTable<FileHandle> files_;
     HandleTable<DirHandle> dirs_;
     std::atomic<uint64_t> temp_counter_{0};
+    mutable std::mutex view_mutex_;
+    std::shared_ptr<const View> view_; // guarded by view_mutex_
+    std::shared_mutex change_mutex_;
+    std::atomic<uint64_t> freezes_{0}; // bumped by every freeze and swap
+    fuse_session* session_ = nullptr;
     uid_t my_uid_;
     gid_t my_gid_;
 };

@@ -18,6 +18,9 @@ struct MountConfig {
     bool foreground = false;
     bool debug = false;
     bool single_thread = false;
+    // SIGINT/SIGTERM/SIGHUP end the loop; off when the overlay is served
+    // from inside a process that owns its signals (the daemon, tests).
+    bool signal_handlers = true;
 };
 
 // Mounts, goes to the background (unless foreground) only once the mount is

@@ -81,6 +81,7 @@ void Overlay::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const c
         return (void)fuse_reply_err(req, ESTALE);
     if (xattrs_.is_private(name))
         return (void)fuse_reply_err(req, EOPNOTSUPP);
+    auto change = changing();
     if (int r = copy_up(n); r < 0)
         return (void)fuse_reply_err(req, -r);
     FdLease fd = fd_of(n->stack()->top());
@@ -97,6 +98,7 @@ void Overlay::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name)
         return (void)fuse_reply_err(req, ESTALE);
     if (xattrs_.is_private(name))
         return (void)fuse_reply_err(req, EOPNOTSUPP);
+    auto change = changing();
     if (read_only())
         return (void)fuse_reply_err(req, EROFS);
     // Removing what is not there changes nothing: no copy-up for it.

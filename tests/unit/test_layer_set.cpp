@@ -53,7 +53,7 @@ TEST_F(LayerSetTest, OpensUpperFirstThenLowersTopFirst)
     ASSERT_EQ(set.layers.size(), 3u);
     EXPECT_TRUE(set.layers[0]->writable);
     EXPECT_EQ(set.layers[1]->path, root + "/l0");
-    EXPECT_EQ(set.layers[2]->index, 2u);
+    EXPECT_EQ(set.layers[2]->path, root + "/l1");
     EXPECT_NE(set.upper(), nullptr);
     EXPECT_EQ(set.layers[1]->ino_prefix, 0u) << "one filesystem: real inode numbers";
     struct stat st;
