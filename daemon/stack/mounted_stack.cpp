@@ -1,0 +1,462 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "mounted_stack.hpp"
+
+#include "layer_merge.hpp"
+#include "layer_view.hpp"
+#include "remove_tree.hpp"
+#include "resolve.hpp"
+#include "session.hpp"
+
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <fmt/format.h>
+#include <fstream>
+#include <sstream>
+
+namespace layerd {
+
+namespace {
+
+[[noreturn]] void fail_io(const std::string& what, int err)
+{
+    throw SnapshotError(SnapshotError::Kind::Io, fmt::format("{}: {}", what, std::strerror(err)));
+}
+
+void make_dir(const std::string& path)
+{
+    if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST)
+        fail_io("mkdir " + path, errno);
+}
+
+bool dir_is_empty(const std::string& path)
+{
+    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    std::vector<LayerDirEntry> entries;
+    int r = read_layer_dir(fd, &entries);
+    ::close(fd);
+    return r == 0 && entries.empty();
+}
+
+// The device of the layerd-fs mount at PATH, if there is one.
+std::optional<dev_t> mounted_device(const std::string& path)
+{
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line;
+    std::optional<dev_t> found;
+    while (std::getline(in, line)) {
+        std::istringstream ls(line);
+        std::string id, parent, devno, root, mp;
+        ls >> id >> parent >> devno >> root >> mp;
+        auto sep = line.find(" - ");
+        if (mp != path || sep == std::string::npos)
+            continue;
+        std::istringstream rest(line.substr(sep + 3));
+        std::string fstype;
+        rest >> fstype;
+        if (fstype != "fuse.layerd-fs")
+            continue;
+        auto colon = devno.find(':');
+        found = makedev(std::stoul(devno.substr(0, colon)), std::stoul(devno.substr(colon + 1)));
+    }
+    return found;
+}
+
+int64_t now() { return static_cast<int64_t>(std::time(nullptr)); }
+
+} // namespace
+
+MountedStack::MountedStack(SnapshotStore& store, StackConfig config)
+    : store_(store), config_(std::move(config))
+{
+    if (!is_valid_name(config_.name))
+        throw SnapshotError(SnapshotError::Kind::InvalidArgument, "invalid stack name '" + config_.name + "'");
+    char* real = ::realpath(config_.mountpoint.c_str(), nullptr);
+    if (!real)
+        throw LayerError(fmt::format("mountpoint '{}': {}", config_.mountpoint, std::strerror(errno)));
+    config_.mountpoint = real;
+    std::free(real);
+    stack_dir_ = config_.state_dir + "/stacks/" + config_.name;
+    make_dir(config_.state_dir + "/stacks");
+    make_dir(stack_dir_);
+    make_dir(stack_dir_ + "/layers");
+    make_dir(stack_dir_ + "/work");
+    make_dir(stack_dir_ + "/merge");
+
+    store_.ensure_stack(config_.name);
+    if (!store_.live_layer(config_.name)) {
+        store_.transaction([&] {
+            int64_t id = store_.create_layer(config_.name, std::nullopt, LayerState::Live);
+            mkdir_layer(id);
+            store_.set_live_layer(config_.name, id);
+        });
+    }
+    recover();
+    mount();
+}
+
+MountedStack::~MountedStack()
+{
+    unmount();
+}
+
+std::string MountedStack::layer_dir(int64_t id) const
+{
+    return fmt::format("{}/layers/{}", stack_dir_, id);
+}
+
+int64_t MountedStack::mkdir_layer(int64_t id)
+{
+    std::string dir = layer_dir(id);
+    if (::mkdir(dir.c_str(), 0755) == 0)
+        return id;
+    // A transaction that died after its mkdir gives back its id: its empty
+    // directory is the new layer's.
+    if (errno == EEXIST && dir_is_empty(dir))
+        return id;
+    fail_io("mkdir " + dir, errno == EEXIST ? ENOTEMPTY : errno);
+}
+
+std::vector<int64_t> MountedStack::chain_of(int64_t layer)
+{
+    std::vector<int64_t> chain;
+    for (std::optional<int64_t> l = layer; l;) {
+        chain.push_back(*l);
+        auto rec = store_.get_layer(*l);
+        if (!rec)
+            throw SnapshotError(SnapshotError::Kind::Io, fmt::format("layer {} is missing from the database", *l));
+        l = rec->parent;
+    }
+    return chain;
+}
+
+unsigned MountedStack::depth()
+{
+    return static_cast<unsigned>(chain_of(*store_.live_layer(config_.name)).size() - 1);
+}
+
+std::vector<SnapshotRecord> MountedStack::snapshots()
+{
+    return store_.list_snapshots(config_.name);
+}
+
+void MountedStack::recover()
+{
+    // Merges a crash interrupted: merge_layer resumes where it stopped.
+    for (const MergeRecord& m : store_.merges_in_progress())
+        if (m.stack == config_.name)
+            merge_into_child(m.layer, m.into_layer);
+    // A rollback recorded for this mount: keep the current state as a
+    // snapshot, then continue on a new layer over the target.
+    if (auto target = store_.pending_rollback(config_.name)) {
+        store_.transaction([&] {
+            switch_live(*target, "before the rollback applied at mount", 0);
+            store_.clear_pending_rollback(config_.name);
+        });
+    }
+}
+
+void MountedStack::mount()
+{
+    int64_t live = *store_.live_layer(config_.name);
+    std::vector<int64_t> chain = chain_of(live);
+    LayerSetConfig lc;
+    lc.upper = layer_dir(live);
+    lc.work = stack_dir_ + "/work";
+    for (size_t i = 1; i < chain.size(); ++i)
+        lc.lowers.push_back(layer_dir(chain[i]));
+    lc.lowers.insert(lc.lowers.end(), config_.lowers.begin(), config_.lowers.end());
+    lc.mountpoint = config_.mountpoint;
+    fs::OverlayOptions options;
+    options.xattr_format = config_.xattr_format;
+    overlay_ = std::make_unique<fs::Overlay>(LayerSet::open(lc), options);
+
+    fs::MountConfig mc;
+    mc.mountpoint = config_.mountpoint;
+    mc.fsname = "layerd:" + config_.name;
+    mc.foreground = true;
+    mc.signal_handlers = false;
+    if (geteuid() == 0)
+        mc.options.emplace_back("allow_other");
+    loop_done_ = false;
+    loop_ = std::thread([this, mc] {
+        loop_status_ = fs::mount_and_serve(*overlay_, mc);
+        loop_done_ = true;
+    });
+    for (int i = 0; i < 1000; ++i) {
+        if (mounted_device(config_.mountpoint))
+            return;
+        if (loop_done_)
+            break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    unmount();
+    throw SnapshotError(SnapshotError::Kind::Io, "mounting stack " + config_.name + " at " + config_.mountpoint +
+                                                     " failed");
+}
+
+void MountedStack::unmount()
+{
+    if (!loop_.joinable())
+        return;
+    auto dev = mounted_device(config_.mountpoint);
+    if (dev && ::umount2(config_.mountpoint.c_str(), 0) != 0) {
+        // Busy: users keep their files, but the loop must end; abort the
+        // connection so the detached mount cannot hang them.
+        std::ofstream(fmt::format("/sys/fs/fuse/connections/{}/abort", minor(*dev))) << "1";
+        ::umount2(config_.mountpoint.c_str(), MNT_DETACH);
+    }
+    loop_.join();
+    overlay_.reset();
+}
+
+// The kernel's dirty pages into the live layer, from this thread, which
+// serves no request: through the root of the mount, the only path the
+// daemon ever opens on it.
+static void sync_mount(const std::string& mountpoint)
+{
+    int fd = ::open(mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        fail_io("open " + mountpoint, errno);
+    int r = ::syncfs(fd);
+    int err = errno;
+    ::close(fd);
+    if (r != 0)
+        fail_io("syncfs " + mountpoint, err);
+}
+
+uint32_t MountedStack::freeze_live(const NewSnapshot& s, int64_t* new_live)
+{
+    if (unsigned d = depth(); d >= config_.max_depth)
+        throw SnapshotError(SnapshotError::Kind::DepthLimit,
+                            fmt::format("stack {} is {} snapshots deep (the limit is {}): delete snapshots or run "
+                                        "'layerctl cleanup {} number' first",
+                                        config_.name, d, config_.max_depth, config_.name));
+    if (s.pre && !store_.get_snapshot(config_.name, *s.pre))
+        throw SnapshotError(SnapshotError::Kind::NoSuchSnapshot,
+                            fmt::format("stack {} has no snapshot {}", config_.name, *s.pre));
+    sync_mount(config_.mountpoint);
+    int64_t old = *store_.live_layer(config_.name);
+    auto [number, id] = store_.transaction([&] {
+        int64_t id = store_.create_layer(config_.name, old, LayerState::Live);
+        mkdir_layer(id);
+        store_.set_layer_state(old, LayerState::Frozen);
+        SnapshotRecord r;
+        r.stack = config_.name;
+        r.type = s.type;
+        r.pre_number = s.pre;
+        r.layer = old;
+        r.time = now();
+        r.uid = s.uid;
+        r.description = s.description;
+        r.cleanup = s.cleanup;
+        r.userdata = s.userdata;
+        uint32_t n = store_.record_snapshot(r);
+        store_.set_live_layer(config_.name, id);
+        return std::pair{n, id};
+    });
+    int r = overlay_->freeze_upper(LayerSet::open_layer("layer", layer_dir(id), false));
+    if (r < 0) {
+        // The mount still writes to the old layer: so must the database say.
+        store_.transaction([&, n = number, id = id] {
+            store_.delete_snapshot_row(config_.name, n);
+            store_.set_layer_state(old, LayerState::Live);
+            store_.set_live_layer(config_.name, old);
+            store_.delete_layer(id);
+        });
+        ::rmdir(layer_dir(id).c_str());
+        fail_io("freezing the live layer of " + config_.name, -r);
+    }
+    *new_live = id;
+    return number;
+}
+
+std::pair<uint32_t, int64_t> MountedStack::switch_live(int64_t parent, const std::string& description, uint32_t uid)
+{
+    int64_t old = *store_.live_layer(config_.name);
+    int64_t id = store_.create_layer(config_.name, parent, LayerState::Live);
+    mkdir_layer(id);
+    store_.set_layer_state(old, LayerState::Frozen);
+    SnapshotRecord backup;
+    backup.stack = config_.name;
+    backup.layer = old;
+    backup.time = now();
+    backup.uid = uid;
+    backup.description = description;
+    backup.cleanup = "number";
+    uint32_t n = store_.record_snapshot(backup);
+    store_.set_live_layer(config_.name, id);
+    return {n, id};
+}
+
+uint32_t MountedStack::create_snapshot(const NewSnapshot& snapshot)
+{
+    int64_t live;
+    return freeze_live(snapshot, &live);
+}
+
+uint32_t MountedStack::rollback(uint32_t number, bool next_mount, uint32_t uid)
+{
+    auto snap = store_.get_snapshot(config_.name, number);
+    if (!snap)
+        throw SnapshotError(SnapshotError::Kind::NoSuchSnapshot,
+                            fmt::format("stack {} has no snapshot {}", config_.name, number));
+    if (next_mount) {
+        store_.transaction([&] { store_.set_pending_rollback(config_.name, snap->layer); });
+        return 0; // the state before is kept as a snapshot when it happens
+    }
+    sync_mount(config_.mountpoint);
+    auto [backup, id] =
+        store_.transaction([&] { return switch_live(snap->layer, fmt::format("before the rollback to {}", number), uid); });
+    std::vector<std::shared_ptr<Layer>> layers;
+    try {
+        layers.push_back(LayerSet::open_layer("layer", layer_dir(id), true));
+        for (int64_t l : chain_of(snap->layer))
+            layers.push_back(LayerSet::open_layer("layer", layer_dir(l), false));
+        for (const auto& lower : config_.lowers)
+            layers.push_back(LayerSet::open_layer("lowerdir", lower, false));
+    } catch (const LayerError& e) {
+        throw SnapshotError(SnapshotError::Kind::Io, e.what());
+    }
+    if (int r = overlay_->replace_view(std::move(layers)); r < 0)
+        fail_io(fmt::format("switching {} to snapshot {}", config_.name, number), -r);
+    return backup;
+}
+
+void MountedStack::delete_snapshots(const std::vector<uint32_t>& numbers)
+{
+    std::string failures;
+    for (uint32_t n : numbers) {
+        try {
+            auto snap = store_.get_snapshot(config_.name, n);
+            if (!snap)
+                throw SnapshotError(SnapshotError::Kind::NoSuchSnapshot,
+                                    fmt::format("stack {} has no snapshot {}", config_.name, n));
+            store_.transaction([&] { store_.delete_snapshot_row(config_.name, n); });
+            remove_layer_if_unused(snap->layer);
+        } catch (const std::exception& e) {
+            failures += failures.empty() ? e.what() : std::string("; ") + e.what();
+            if (numbers.size() == 1) // keep the specific error for a single delete
+                throw;
+        }
+    }
+    if (!failures.empty())
+        throw SnapshotError(SnapshotError::Kind::Io, failures);
+}
+
+void MountedStack::remove_layer_if_unused(int64_t layer)
+{
+    for (;;) {
+        auto rec = store_.get_layer(layer);
+        if (!rec || rec->state == LayerState::Live || !store_.snapshots_using_layer(layer).empty() ||
+            store_.pending_rollback(config_.name) == layer)
+            return;
+        std::vector<LayerRecord> children = store_.children_of(layer);
+        if (children.size() > 1) {
+            store_.transaction([&] { store_.set_layer_state(layer, LayerState::Hidden); });
+            return;
+        }
+        if (children.size() == 1) {
+            merge_into_child(layer, children.front().id);
+            return;
+        }
+        // A leaf no view uses: gone (files still open in it stay readable).
+        store_.transaction([&] { store_.set_layer_state(layer, LayerState::Removing); });
+        int dir = ::open((stack_dir_ + "/layers").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (dir < 0)
+            fail_io("open " + stack_dir_ + "/layers", errno);
+        int r = remove_tree_at(dir, std::to_string(layer).c_str());
+        ::close(dir);
+        if (r < 0)
+            fail_io("removing " + layer_dir(layer), -r);
+        store_.transaction([&] { store_.delete_layer(layer); });
+        if (!rec->parent)
+            return;
+        layer = *rec->parent; // may now be unused or have one child left
+    }
+}
+
+void MountedStack::merge_into_child(int64_t layer, int64_t child)
+{
+    bool resumed = false;
+    for (const MergeRecord& m : store_.merges_in_progress())
+        resumed |= m.layer == layer;
+    if (!resumed)
+        store_.transaction([&] { store_.begin_merge(layer, child); });
+    int layers = ::open((stack_dir_ + "/layers").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int child_fd = ::open(layer_dir(child).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int work = ::open((stack_dir_ + "/merge").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int r = (layers < 0 || child_fd < 0 || work < 0) ? -errno : 0;
+    if (r == 0) {
+        store_.transaction([&] { store_.set_merge_state(layer, MergeState::Moving); });
+        r = merge_layer(layers, std::to_string(layer).c_str(), child_fd, work, OverlayXattrs(config_.xattr_format),
+                        [](const MergeStep& step) { step(); });
+    }
+    for (int fd : {layers, child_fd, work})
+        if (fd >= 0)
+            ::close(fd);
+    if (r < 0)
+        fail_io(fmt::format("merging layer {} into {} (resumes at the next start)", layer, child), -r);
+    store_.transaction([&] {
+        store_.finish_merge(layer);
+        store_.delete_layer(layer);
+    });
+}
+
+void MountedStack::diff(uint32_t a, uint32_t b, const std::function<void(const DiffEntry&)>& out)
+{
+    auto layer_of = [&](uint32_t n) -> int64_t {
+        if (n == 0)
+            return *store_.live_layer(config_.name);
+        auto snap = store_.get_snapshot(config_.name, n);
+        if (!snap)
+            throw SnapshotError(SnapshotError::Kind::NoSuchSnapshot,
+                                fmt::format("stack {} has no snapshot {}", config_.name, n));
+        return snap->layer;
+    };
+    std::vector<int64_t> ca = chain_of(layer_of(a)), cb = chain_of(layer_of(b));
+    // The shared part: the common tail of both chains, then the lowers.
+    size_t shared = 0;
+    while (shared < ca.size() && shared < cb.size() && ca[ca.size() - 1 - shared] == cb[cb.size() - 1 - shared])
+        ++shared;
+    std::vector<UniqueFd> fds;
+    auto open_dir = [&](const std::string& path) {
+        int fd = ::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+            fail_io("open " + path, errno);
+        fds.emplace_back(fd);
+        return fd;
+    };
+    std::vector<int> lowers;
+    for (const auto& l : config_.lowers)
+        lowers.push_back(open_dir(l));
+    auto view_of = [&](const std::vector<int64_t>& chain) {
+        std::vector<int> v;
+        for (int64_t l : chain)
+            v.push_back(open_dir(layer_dir(l)));
+        v.insert(v.end(), lowers.begin(), lowers.end());
+        return v;
+    };
+    std::vector<int> va = view_of(ca), vb = view_of(cb);
+    // The shared layers must be the same fds on both sides.
+    for (size_t i = 0; i < shared; ++i)
+        vb[cb.size() - 1 - i] = va[ca.size() - 1 - i];
+    int r = diff_views(va, vb, shared + lowers.size(), OverlayXattrs(config_.xattr_format),
+                       [&](const DiffEntry& e) {
+                           out(e);
+                           return 0;
+                       });
+    if (r < 0)
+        fail_io(fmt::format("diff {}..{} of {}", a, b, config_.name), -r);
+}
+
+} // namespace layerd

@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// One stack, mounted, with its snapshots (DESIGN §2, §5): the layer tree in
+// the state database, the layer directories under the state dir, and the
+// engine that serves the live view. Not reachable from a command yet: the
+// daemon will own one per mounted stack.
+#pragma once
+
+#include "layer_diff.hpp"
+#include "overlay.hpp"
+#include "snapshot_store.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace layerd {
+
+struct StackConfig {
+    std::string name;
+    std::vector<std::string> lowers; // top first, read-only
+    std::string mountpoint;
+    std::string state_dir; // layers in STATE/stacks/NAME/layers/ID, work in STATE/stacks/NAME/work
+    XattrFormat xattr_format = XattrFormat::trusted;
+    unsigned max_depth = 128; // frozen layers under the live one
+};
+
+// A refused snapshot operation; kind() says which D-Bus error it becomes.
+class SnapshotError : public std::runtime_error {
+public:
+    enum class Kind { NoSuchSnapshot, DepthLimit, InvalidArgument, Io };
+    SnapshotError(Kind kind, const std::string& what) : std::runtime_error(what), kind_(kind) {}
+    Kind kind() const { return kind_; }
+
+private:
+    Kind kind_;
+};
+
+class MountedStack {
+public:
+    // Opens the stack's state (creating it), recovers what a crash left
+    // half-done (a pending next-mount rollback is applied, merges resume),
+    // then mounts the live view. Throws LayerError, StoreError, SnapshotError.
+    MountedStack(SnapshotStore& store, StackConfig config);
+    MountedStack(const MountedStack&) = delete;
+    MountedStack& operator=(const MountedStack&) = delete;
+    // Unmounts (lazily if busy).
+    ~MountedStack();
+
+    struct NewSnapshot {
+        SnapshotType type = SnapshotType::Single;
+        std::optional<uint32_t> pre; // for a Post
+        std::string description;
+        std::string cleanup;
+        std::map<std::string, std::string> userdata;
+        uint32_t uid = 0;
+    };
+    // Freezes the live layer as a new snapshot; what users see does not
+    // change. Returns the snapshot's number. O(1) in the size of the layer.
+    uint32_t create_snapshot(const NewSnapshot& snapshot);
+
+    // Rolls the live view back to snapshot NUMBER. The state before is kept
+    // as a new snapshot first (its number is returned), so it can be undone.
+    // With next_mount the switch is recorded and happens at the next mount.
+    uint32_t rollback(uint32_t number, bool next_mount, uint32_t uid);
+
+    // Deletes snapshots; their layers are removed or merged into their only
+    // child. One that fails does not stop the rest: the failures are thrown
+    // together at the end.
+    void delete_snapshots(const std::vector<uint32_t>& numbers);
+
+    // What changed from snapshot A to snapshot B (0 = the live view).
+    void diff(uint32_t a, uint32_t b, const std::function<void(const DiffEntry&)>& out);
+
+    std::vector<SnapshotRecord> snapshots();
+    // Frozen layers under the live one.
+    unsigned depth();
+    const StackConfig& config() const { return config_; }
+
+private:
+    std::string layer_dir(int64_t id) const;
+    // The layer chain of LAYER, top first (LAYER, its parent, …).
+    std::vector<int64_t> chain_of(int64_t layer);
+    void recover();
+    void mount();
+    void unmount();
+    void merge_into_child(int64_t layer, int64_t child);
+    void remove_layer_if_unused(int64_t layer);
+    uint32_t freeze_live(const NewSnapshot& snapshot, int64_t* new_live);
+    // In a transaction: the live layer becomes a snapshot (DESCRIPTION) and a
+    // new live layer starts on PARENT. Returns the snapshot number and the
+    // new layer.
+    std::pair<uint32_t, int64_t> switch_live(int64_t parent, const std::string& description, uint32_t uid);
+    int64_t mkdir_layer(int64_t id);
+
+    SnapshotStore& store_;
+    StackConfig config_;
+    std::string stack_dir_;
+    std::unique_ptr<fs::Overlay> overlay_;
+    std::thread loop_;
+    std::atomic<bool> loop_done_{false};
+    int loop_status_ = 0;
+};
+
+} // namespace layerd
