@@ -126,11 +126,12 @@ int Overlay::build_copy_of(const Node& node, const Stack& stack, bool with_data,
 }
 
 void Overlay::publish_copy(Node& node, const Stack& old, const std::shared_ptr<const View>& view, UniqueFd copy,
-                           const struct stat& ust, bool orphan)
+                           const struct stat& ust, bool orphan, std::string lower_path)
 {
     const Layer* upper = view->upper();
     auto next = std::make_shared<Stack>();
-    next->view = view;
+    // An orphan stays in the view it came from: it never joins another.
+    next->view = orphan ? old.view : view;
     next->entries.reserve(S_ISDIR(ust.st_mode) ? old.entries.size() + 1 : 1);
     Backing up{upper, ust.st_dev, ust.st_ino, std::make_shared<BackingObject>(fds_, *upper, ust.st_dev, ust.st_ino)};
     if (orphan)
@@ -141,7 +142,7 @@ void Overlay::publish_copy(Node& node, const Stack& old, const std::shared_ptr<c
     if (S_ISDIR(ust.st_mode)) {
         // An empty upper dir that merges with the lower ones below it.
         next->entries.insert(next->entries.end(), old.entries.begin(), old.entries.end());
-        next->lower_path = old.lower_path;
+        next->lower_path = std::move(lower_path);
     }
     if (!orphan)
         nodes_.rekey(node, NodeKey{ust.st_dev, ust.st_ino, 0, view->generation});
@@ -157,15 +158,15 @@ int Overlay::copy_up(const std::shared_ptr<Node>& node, bool with_data)
     std::shared_ptr<const Stack> first = node->stack();
     if (first->in_upper())
         return 0;
-    // A node of a view that a rollback replaced reads what it had; it must
-    // not reach into the new view's upper.
-    if (first->view->generation != view->generation)
-        return -EROFS;
     int work = layers_.work.get();
 
-    if (node->unlinked.load()) {
-        // Deleted from the view while open, its data in a frozen layer: a
-        // write goes to a copy with no name, which lives as long as it is open.
+    // Deleted from the view while open, or left behind by a rollback (its
+    // view was replaced), with its data in a frozen layer: a write goes to a
+    // copy with no name, which lives as long as it is open, and never into
+    // the current view.
+    if (node->unlinked.load() || first->view->generation != view->generation) {
+        if (S_ISDIR(node->type))
+            return -EROFS; // a directory of an old view takes no new entries
         std::lock_guard copy_lock(locks_.copy_up(*node));
         std::shared_ptr<const Stack> stack = node->stack();
         if (stack->in_upper())
@@ -180,7 +181,7 @@ int Overlay::copy_up(const std::shared_ptr<Node>& node, bool with_data)
         struct stat ust;
         if ((r = stat_fd(copy.get(), &ust)) < 0)
             return r;
-        publish_copy(*node, *stack, view, std::move(copy), ust, true);
+        publish_copy(*node, *stack, view, std::move(copy), ust, true, stack->lower_path);
         return 0;
     }
 
@@ -229,7 +230,11 @@ int Overlay::copy_up(const std::shared_ptr<Node>& node, bool with_data)
         struct stat ust;
         if (int r = stat_fd(copy.get(), &ust); r < 0)
             return r;
-        publish_copy(*node, *stack, view, std::move(copy), ust, false);
+        // Below the upper, the dir is where its parent is, under its name
+        // (it was not renamed in this upper yet): what a later rename's
+        // redirect must name, even if the layers below redirect it further.
+        std::string lower = pstack->lower_path.empty() ? name : pstack->lower_path + "/" + name;
+        publish_copy(*node, *stack, view, std::move(copy), ust, false, std::move(lower));
         return 0;
     }
 }

@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <charconv>
 #include <climits>
+#include <optional>
 #include <cstring>
 
 namespace layerd::fs {
@@ -114,6 +115,10 @@ int Overlay::resolve_child(const Stack& dir, std::string_view name, std::shared_
     unsigned abs_from = 0;     // layers at and past this index use abs_redirect
     bool absolute = false;
     bool stop = false;
+    // Where the name is looked up in the view below the upper: what a
+    // redirect written by a rename must name (the kernel's absolute
+    // redirects are paths in that view, not in the bottom layer).
+    std::optional<std::string> below_upper;
 
     // One candidate object; returns false when the merge ends here.
     auto visit = [&](const Layer& layer, int dirfd, const char* path) -> int {
@@ -173,6 +178,8 @@ int Overlay::resolve_child(const Stack& dir, std::string_view name, std::shared_
         if (i < first && !d.layer->writable)
             continue;
         const char* path = redirect.empty() ? cname : redirect.c_str();
+        if (!below_upper && !d.layer->writable)
+            below_upper = join_path(dir.lower_path, path);
         FdLease dirfd = fd_of(d);
         if (!dirfd)
             return dirfd.error();
@@ -202,7 +209,9 @@ int Overlay::resolve_child(const Stack& dir, std::string_view name, std::shared_
     if (child->entries.empty())
         return -ENOENT;
     if (S_ISDIR(top_st->st_mode))
-        child->lower_path = absolute ? abs_redirect : join_path(dir.lower_path, redirect.empty() ? name : redirect);
+        child->lower_path = below_upper ? *below_upper
+                            : absolute  ? abs_redirect
+                                        : join_path(dir.lower_path, redirect.empty() ? name : redirect);
     *out = std::move(child);
     return 0;
 }

@@ -140,7 +140,7 @@ private:
                       struct stat* st);
     // Makes the copy the node's top object (an orphan has no name left).
     void publish_copy(Node& node, const Stack& old, const std::shared_ptr<const View>& view, UniqueFd copy,
-                      const struct stat& ust, bool orphan);
+                      const struct stat& ust, bool orphan, std::string lower_path);
     // A fresh name in work/ for an object being built.
     std::string temp_name();
     int sync_file(int fd) const;
