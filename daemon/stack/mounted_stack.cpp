@@ -151,6 +151,11 @@ std::vector<SnapshotRecord> MountedStack::snapshots()
 
 void MountedStack::recover()
 {
+    // Layers a crash left between their removal from disk and from the
+    // database: finish removing them.
+    for (const LayerRecord& l : store_.list_layers(config_.name))
+        if (l.state == LayerState::Removing)
+            remove_layer_dir_and_row(l.id);
     // Merges a crash interrupted: merge_layer resumes where it stopped.
     for (const MergeRecord& m : store_.merges_in_progress())
         if (m.stack == config_.name)
@@ -158,10 +163,24 @@ void MountedStack::recover()
     // A rollback recorded for this mount: keep the current state as a
     // snapshot, then continue on a new layer over the target.
     if (auto target = store_.pending_rollback(config_.name)) {
-        store_.transaction([&] {
-            switch_live(*target, "before the rollback applied at mount", 0);
-            store_.clear_pending_rollback(config_.name);
-        });
+        int64_t live = *store_.live_layer(config_.name);
+        if (!dir_is_empty(layer_dir(live))) {
+            store_.transaction([&] {
+                switch_live(*target, "changes before the rollback applied at mount", 0);
+                store_.clear_pending_rollback(config_.name);
+            });
+        } else {
+            // Nothing changed since the rollback was asked for (and its
+            // snapshot taken): the empty live layer just goes.
+            store_.transaction([&] {
+                int64_t id = store_.create_layer(config_.name, *target, LayerState::Live);
+                mkdir_layer(id);
+                store_.set_live_layer(config_.name, id);
+                store_.delete_layer(live);
+                store_.clear_pending_rollback(config_.name);
+            });
+            ::rmdir(layer_dir(live).c_str());
+        }
     }
 }
 
@@ -300,8 +319,13 @@ std::pair<uint32_t, int64_t> MountedStack::switch_live(int64_t parent, const std
 
 uint32_t MountedStack::create_snapshot(const NewSnapshot& snapshot)
 {
+    int64_t old = *store_.live_layer(config_.name);
     int64_t live;
-    return freeze_live(snapshot, &live);
+    uint32_t number = freeze_live(snapshot, &live);
+    // A deleted snapshot's layer left waiting over the live one can merge now.
+    if (auto rec = store_.get_layer(old); rec && rec->parent)
+        remove_layer_if_unused(*rec->parent);
+    return number;
 }
 
 uint32_t MountedStack::rollback(uint32_t number, bool next_mount, uint32_t uid)
@@ -311,8 +335,16 @@ uint32_t MountedStack::rollback(uint32_t number, bool next_mount, uint32_t uid)
         throw SnapshotError(SnapshotError::Kind::NoSuchSnapshot,
                             fmt::format("stack {} has no snapshot {}", config_.name, number));
     if (next_mount) {
+        // The state now is kept as a snapshot (what changes until the next
+        // mount is kept there too, as another one).
+        NewSnapshot before;
+        before.description = fmt::format("before the rollback to {} at the next mount", number);
+        before.cleanup = "number";
+        before.uid = uid;
+        int64_t live;
+        uint32_t backup = freeze_live(before, &live);
         store_.transaction([&] { store_.set_pending_rollback(config_.name, snap->layer); });
-        return 0; // the state before is kept as a snapshot when it happens
+        return backup;
     }
     sync_mount(config_.mountpoint);
     auto [backup, id] =
@@ -335,6 +367,7 @@ uint32_t MountedStack::rollback(uint32_t number, bool next_mount, uint32_t uid)
 void MountedStack::delete_snapshots(const std::vector<uint32_t>& numbers)
 {
     std::string failures;
+    std::optional<SnapshotError::Kind> kind; // the failures' kind, if they share one
     for (uint32_t n : numbers) {
         try {
             auto snap = store_.get_snapshot(config_.name, n);
@@ -343,14 +376,16 @@ void MountedStack::delete_snapshots(const std::vector<uint32_t>& numbers)
                                     fmt::format("stack {} has no snapshot {}", config_.name, n));
             store_.transaction([&] { store_.delete_snapshot_row(config_.name, n); });
             remove_layer_if_unused(snap->layer);
-        } catch (const std::exception& e) {
+        } catch (const SnapshotError& e) {
+            kind = failures.empty() || kind == e.kind() ? std::optional(e.kind()) : SnapshotError::Kind::Io;
             failures += failures.empty() ? e.what() : std::string("; ") + e.what();
-            if (numbers.size() == 1) // keep the specific error for a single delete
-                throw;
+        } catch (const std::exception& e) {
+            kind = SnapshotError::Kind::Io;
+            failures += failures.empty() ? e.what() : std::string("; ") + e.what();
         }
     }
     if (!failures.empty())
-        throw SnapshotError(SnapshotError::Kind::Io, failures);
+        throw SnapshotError(kind.value_or(SnapshotError::Kind::Io), failures);
 }
 
 void MountedStack::remove_layer_if_unused(int64_t layer)
@@ -365,24 +400,37 @@ void MountedStack::remove_layer_if_unused(int64_t layer)
             store_.transaction([&] { store_.set_layer_state(layer, LayerState::Hidden); });
             return;
         }
+        // The live layer is the engine's to change, never the merge's: a
+        // layer whose only child is live waits, hidden, for the next
+        // snapshot to freeze that child.
+        if (children.size() == 1 && children.front().state == LayerState::Live) {
+            if (rec->state != LayerState::Hidden)
+                store_.transaction([&] { store_.set_layer_state(layer, LayerState::Hidden); });
+            return;
+        }
         if (children.size() == 1) {
             merge_into_child(layer, children.front().id);
             return;
         }
         // A leaf no view uses: gone (files still open in it stay readable).
         store_.transaction([&] { store_.set_layer_state(layer, LayerState::Removing); });
-        int dir = ::open((stack_dir_ + "/layers").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (dir < 0)
-            fail_io("open " + stack_dir_ + "/layers", errno);
-        int r = remove_tree_at(dir, std::to_string(layer).c_str());
-        ::close(dir);
-        if (r < 0)
-            fail_io("removing " + layer_dir(layer), -r);
-        store_.transaction([&] { store_.delete_layer(layer); });
+        remove_layer_dir_and_row(layer);
         if (!rec->parent)
             return;
         layer = *rec->parent; // may now be unused or have one child left
     }
+}
+
+void MountedStack::remove_layer_dir_and_row(int64_t layer)
+{
+    int dir = ::open((stack_dir_ + "/layers").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        fail_io("open " + stack_dir_ + "/layers", errno);
+    int r = remove_tree_at(dir, std::to_string(layer).c_str());
+    ::close(dir);
+    if (r < 0)
+        fail_io("removing " + layer_dir(layer), -r);
+    store_.transaction([&] { store_.delete_layer(layer); });
 }
 
 void MountedStack::merge_into_child(int64_t layer, int64_t child)

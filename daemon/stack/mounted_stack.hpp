@@ -67,7 +67,8 @@ public:
 
     // Rolls the live view back to snapshot NUMBER. The state before is kept
     // as a new snapshot first (its number is returned), so it can be undone.
-    // With next_mount the switch is recorded and happens at the next mount.
+    // With next_mount the switch is recorded and happens at the next mount
+    // (which keeps what changed meanwhile as one more snapshot).
     uint32_t rollback(uint32_t number, bool next_mount, uint32_t uid);
 
     // Deletes snapshots; their layers are removed or merged into their only
@@ -92,6 +93,7 @@ private:
     void unmount();
     void merge_into_child(int64_t layer, int64_t child);
     void remove_layer_if_unused(int64_t layer);
+    void remove_layer_dir_and_row(int64_t layer);
     uint32_t freeze_live(const NewSnapshot& snapshot, int64_t* new_live);
     // In a transaction: the live layer becomes a snapshot (DESCRIPTION) and a
     // new live layer starts on PARENT. Returns the snapshot number and the

@@ -86,13 +86,15 @@ TEST_F(StackTest, SnapshotDiffRollbackDeleteAndNextMount)
     EXPECT_EQ(numbers, (std::vector<uint32_t>{s1, backup}));
     EXPECT_EQ(diff(s1, backup), (std::vector<std::string>{"c..... /a", "+..... /b", "-..... /f"}));
 
-    EXPECT_EQ(stack_->rollback(backup, true, 0), 0u);
+    uint32_t kept = stack_->rollback(backup, true, 0);
+    EXPECT_NE(kept, 0u) << "the state before a next-mount rollback is kept as a snapshot";
     EXPECT_EQ(read_file(mnt("a")), "v1") << "a next-mount rollback waits for the next mount";
+    EXPECT_TRUE(diff(kept, 0).empty());
     stack_.reset();
     open_stack();
     EXPECT_EQ(read_file(mnt("a")), "v2");
     EXPECT_TRUE(exists(mnt("b")));
-    EXPECT_EQ(stack_->snapshots().size(), 3u) << "the state before it was kept as a snapshot";
+    EXPECT_EQ(stack_->snapshots().size(), 3u) << "nothing changed before the mount: no snapshot more";
 }
 
 TEST_F(StackTest, UnknownSnapshotsAreRefusedAndNothingChanges)
