@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,11 @@ void write_file(const std::string& path, const std::string& data, mode_t mode = 
 std::string read_file(const std::string& path);
 bool exists(const std::string& path); // lstat succeeds
 struct stat lstat_of(const std::string& path);
+
+// Runs FN in a forked child, as UID/GID when given (supplementary groups
+// dropped). Returns "" or what the child complained about. A child that
+// hangs (a deadlocked daemon) is killed after 30 s so the suite ends.
+std::string in_child(const std::function<std::string()>& fn, int uid = -1, int gid = -1);
 
 // The layerd-fs binary under test: $LAYERD_FS, set by meson.
 std::string layerd_fs_binary();

@@ -189,57 +189,6 @@ void expect_unchanged(const Snapshot& a, const std::string& path)
     EXPECT_EQ(b.xattrs, a.xattrs);
 }
 
-// Runs FN in a forked child, as UID/GID when given. Returns "" or the
-// child's complaint; a child hung on a deadlocked mount is killed after 30 s.
-std::string in_child(const std::function<std::string()>& fn, int uid = -1, int gid = -1)
-{
-    int p[2];
-    if (::pipe2(p, O_CLOEXEC) != 0)
-        return "pipe2 failed";
-    std::fflush(nullptr);
-    pid_t pid = ::fork();
-    if (pid < 0)
-        return "fork failed";
-    if (pid == 0) {
-        ::close(p[0]);
-        std::string msg;
-        if (gid >= 0 && (::setgroups(0, nullptr) != 0 || ::setresgid(gid, gid, gid) != 0))
-            msg = "setresgid failed";
-        else if (uid >= 0 && ::setresuid(uid, uid, uid) != 0)
-            msg = "setresuid failed";
-        else
-            msg = fn();
-        size_t off = 0;
-        while (off < msg.size()) {
-            ssize_t n = ::write(p[1], msg.data() + off, msg.size() - off);
-            if (n <= 0)
-                break;
-            off += static_cast<size_t>(n);
-        }
-        ::_exit(0);
-    }
-    ::close(p[1]);
-    std::string out;
-    char buf[1024];
-    for (;;) {
-        struct pollfd pfd {p[0], POLLIN, 0};
-        if (::poll(&pfd, 1, 30000) == 0) {
-            ::kill(pid, SIGKILL);
-            out += " [child hung for 30 s and was killed]";
-            break;
-        }
-        ssize_t n = ::read(p[0], buf, sizeof buf);
-        if (n <= 0)
-            break;
-        out.append(buf, static_cast<size_t>(n));
-    }
-    ::close(p[0]);
-    int st = 0;
-    ::waitpid(pid, &st, 0);
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        out += " [child ended with wait status " + std::to_string(st) + "]";
-    return out;
-}
 
 // TMP/outside holds canaries the overlay must never modify.
 class Security : public OverlayTest {
