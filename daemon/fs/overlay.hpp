@@ -39,7 +39,13 @@ public:
 
     // The session serving this overlay, for the kernel cache invalidations
     // a swap needs. Set by mount_and_serve().
-    void attach(fuse_session* session) { session_ = session; }
+    // Cleared before the session is destroyed, under the lock notifications
+    // hold: a swap never writes to a session that is going away.
+    void attach(fuse_session* session)
+    {
+        std::lock_guard lock(session_mutex_);
+        session_ = session;
+    }
 
     // --- swaps.cpp: what snapshots do to a live mount. Call from a thread
     // that serves no FUSE request, after syncfs() of the mountpoint (so the
@@ -191,7 +197,8 @@ private:
     std::shared_ptr<const View> view_; // guarded by view_mutex_
     std::shared_mutex change_mutex_;
     std::atomic<uint64_t> freezes_{0}; // bumped by every freeze and swap
-    fuse_session* session_ = nullptr;
+    std::mutex session_mutex_;
+    fuse_session* session_ = nullptr; // guarded by session_mutex_
     uid_t my_uid_;
     gid_t my_gid_;
 };

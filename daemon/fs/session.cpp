@@ -26,8 +26,13 @@ int mount_and_serve(Overlay& overlay, const MountConfig& config)
     fuse_opt_free_args(&args); // libfuse copied what it kept
     if (!se)
         return 1;
-    overlay.attach(se);
     std::unique_ptr<fuse_session, void (*)(fuse_session*)> session(se, fuse_session_destroy);
+    overlay.attach(se);
+    // On every way out, before the session (declared first) is destroyed.
+    struct Detach {
+        Overlay& overlay;
+        ~Detach() { overlay.attach(nullptr); }
+    } detach{overlay};
     if (config.signal_handlers && fuse_set_signal_handlers(se) != 0)
         return 1;
     if (fuse_session_mount(se, config.mountpoint.c_str()) != 0) {
@@ -52,10 +57,10 @@ int mount_and_serve(Overlay& overlay, const MountConfig& config)
         fuse_loop_cfg_set_clone_fd(loop.get(), 0);
         r = fuse_session_loop_mt(se, loop.get());
     }
+    overlay.attach(nullptr); // before the session's fd is closed
     fuse_session_unmount(se);
     if (config.signal_handlers)
         fuse_remove_signal_handlers(se);
-    overlay.attach(nullptr);
     if (r != 0)
         std::fprintf(stderr, "layerd-fs: the request loop ended with %d (%s)\n", r, std::strerror(r < 0 ? -r : r));
     return r == 0 ? 0 : 1;

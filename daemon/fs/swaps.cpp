@@ -128,6 +128,7 @@ int Overlay::replace_view(std::vector<std::shared_ptr<Layer>> layers)
     }
     // Outside every lock: a notification may wait for requests in flight.
     // Dropping the root's entries drops everything cached below them.
+    std::lock_guard session_lock(session_mutex_);
     if (session_) {
         for (const auto& name : names)
             if (name != "." && name != "..")
