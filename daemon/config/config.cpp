@@ -250,6 +250,8 @@ int64_t read_integer(const Reader& reader, const Entry& entry, std::string_view 
     if (!all_digits(digits))
         reader.fail(entry.value.Mark(),
                     fmt::format("'{}' must be {}, got {}", entry.name, expected, Reader::describe(entry.value)));
+    if (text[0] == '-' && min >= 0)
+        reader.fail(entry.value.Mark(), fmt::format("'{}' must not be negative, got {}", entry.name, text));
     int64_t value = 0;
     std::string_view parsed = text[0] == '+' ? digits : std::string_view(text);
     auto [end, ec] = std::from_chars(parsed.data(), parsed.data() + parsed.size(), value);
@@ -261,7 +263,7 @@ int64_t read_integer(const Reader& reader, const Entry& entry, std::string_view 
 int64_t read_age(const Reader& reader, const Entry& entry)
 {
     return read_integer(reader, entry, "a number of seconds", 0, INT64_MAX,
-                        "a number of seconds from 0 to 9223372036854775807");
+                        fmt::format("at most {} seconds", INT64_MAX));
 }
 
 LimitRange read_limit(const Reader& reader, const Entry& entry)
@@ -330,7 +332,7 @@ std::string read_path(const Reader& reader, const YAML::Node& node, const std::s
             end = text.size();
         std::string_view component = std::string_view(text).substr(start, end - start);
         if (component == "." || component == "..")
-            reader.fail(node.Mark(), fmt::format("{} must not contain '.' or '..', got {}", what, Reader::describe(node)));
+            reader.fail(node.Mark(), fmt::format("{} must not contain '.' or '..' components, got {}", what, Reader::describe(node)));
         if (!component.empty()) {
             path += '/';
             path += component;
@@ -374,7 +376,7 @@ std::vector<std::string> read_names(const Reader& reader, const Entry& entry, st
     const std::string expected = fmt::format("a list of {} names", kind);
     return read_list(reader, entry, expected, [&](const YAML::Node& item, const std::string& what) {
         if (!is_valid_user_group_name(item.Scalar()))
-            reader.fail(item.Mark(), fmt::format("{} {} is not a valid {} name", what, Reader::describe(item), kind));
+            reader.fail(item.Mark(), fmt::format("{} '{}' is not a valid {} name", what, item.Scalar(), kind));
         return item.Scalar();
     });
 }
@@ -476,11 +478,13 @@ void read_empty_pre_post(const Reader& reader, const Entry& entry, CleanupConfig
 void read_cleanup(const Reader& reader, const Entry& entry, StackDefinition& stack)
 {
     if (!entry.value.IsMap()) {
-        constexpr std::string_view expected = "false or a mapping";
-        if (plain_scalar(reader, entry, expected) != "false")
+        constexpr std::string_view expected = "true, false or a mapping";
+        const std::string& text = plain_scalar(reader, entry, expected);
+        if (text != "true" && text != "false")
             reader.fail(entry.value.Mark(),
                         fmt::format("'{}' must be {}, got {}", entry.name, expected, Reader::describe(entry.value)));
-        stack.cleanup = CleanupConfig{};
+        if (text == "false")
+            stack.cleanup = CleanupConfig{};
         return;
     }
     Mapping section(reader, entry.value, entry.name, cleanup_keys);

@@ -71,7 +71,7 @@ struct GlobalConfig {
 //   xattr_format: trusted | user (trusted)
 //   timeline: true | false (false); hourly snapshots from the timer. Needs
 //     an upper: a read-only stack has nothing to snapshot.
-//   cleanup: false, or a mapping of
+//   cleanup: true | false | a mapping of
 //     number: true | false | {limit, limit_important, min_age}
 //     timeline: true | false | {hourly, daily, weekly, monthly, quarterly,
 //                               yearly, min_age}
@@ -79,8 +79,8 @@ struct GlobalConfig {
 //     free_limit: fraction of the filesystem to keep free, 0 to 1 (0.2)
 //   An algorithm whose key is absent, or true, runs with snapper's built-in
 //   defaults (cleanup.hpp); given as a mapping, its missing keys take those
-//   defaults; false switches it off. No cleanup key at all runs all three;
-//   `cleanup: false` switches all three off. Limits are a number or a
+//   defaults; false switches it off. No cleanup key at all (or `cleanup:
+//   true`) runs all three; `cleanup: false` switches all three off. Limits are a number or a
 //   "MIN-MAX" range (LimitRange); ages are seconds, never negative.
 //   max_depth: 1 to 4096 (128); frozen layers allowed under the live one
 //   allow_users, allow_groups: lists of user / group names that may change
