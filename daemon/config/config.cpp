@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -69,6 +70,10 @@ public:
         std::vector<YAML::Node> documents;
         try {
             documents = YAML::LoadAll(std::string(text));
+        } catch (const YAML::DeepRecursion& e) {
+            // yaml-cpp 0.7 gives this one the message "bad file"; its depth
+            // counts parser frames, not levels a person would count.
+            fail(e.mark, "invalid YAML: nested too deeply");
         } catch (const YAML::ParserException& e) {
             fail(e.mark, fmt::format("invalid YAML: {}", e.msg));
         }
@@ -164,7 +169,7 @@ public:
             if (seen != entries_.end())
                 reader.fail(key.Mark(), fmt::format("duplicate key '{}' (first given on line {})", text,
                                                     seen->key.Mark().line + 1));
-            entries_.push_back({key, value, prefix.empty() ? text : prefix + "." + text});
+            entries_.push_back({key, value, prefix.empty() ? text : fmt::format("{}.{}", prefix, text)});
         }
     }
 
