@@ -205,6 +205,12 @@ private:
     std::vector<Entry> entries_;
 };
 
+[[noreturn]] void wrong_value(const Reader& reader, const Entry& entry, std::string_view expected)
+{
+    reader.fail(entry.value.Mark(),
+                fmt::format("'{}' must be {}, got {}", entry.name, expected, Reader::describe(entry.value)));
+}
+
 // The checks every value shares: present, and a scalar unless a collection
 // is wanted.
 const YAML::Node& scalar(const Reader& reader, const Entry& entry, std::string_view expected)
@@ -212,8 +218,7 @@ const YAML::Node& scalar(const Reader& reader, const Entry& entry, std::string_v
     if (entry.value.IsNull())
         reader.fail(entry.key.Mark(), fmt::format("'{}' has no value (expected {})", entry.name, expected));
     if (!entry.value.IsScalar())
-        reader.fail(entry.value.Mark(), fmt::format("'{}' must be {}, got {}", entry.name, expected,
-                                                    Reader::describe(entry.value)));
+        wrong_value(reader, entry, expected);
     return entry.value;
 }
 
@@ -222,7 +227,7 @@ const std::string& plain_scalar(const Reader& reader, const Entry& entry, std::s
 {
     const YAML::Node& node = scalar(reader, entry, expected);
     if (node.Tag() == "!")
-        reader.fail(node.Mark(), fmt::format("'{}' must be {}, got {}", entry.name, expected, Reader::describe(node)));
+        wrong_value(reader, entry, expected);
     return node.Scalar();
 }
 
@@ -234,8 +239,7 @@ bool read_bool(const Reader& reader, const Entry& entry)
         return true;
     if (text == "false")
         return false;
-    reader.fail(entry.value.Mark(),
-                fmt::format("'{}' must be {}, got {}", entry.name, expected, Reader::describe(entry.value)));
+    wrong_value(reader, entry, expected);
 }
 
 bool all_digits(std::string_view s)
@@ -253,8 +257,7 @@ int64_t read_integer(const Reader& reader, const Entry& entry, std::string_view 
     if (!digits.empty() && (digits[0] == '-' || digits[0] == '+'))
         digits.remove_prefix(1);
     if (!all_digits(digits))
-        reader.fail(entry.value.Mark(),
-                    fmt::format("'{}' must be {}, got {}", entry.name, expected, Reader::describe(entry.value)));
+        wrong_value(reader, entry, expected);
     if (text[0] == '-' && min >= 0)
         reader.fail(entry.value.Mark(), fmt::format("'{}' must not be negative, got {}", entry.name, text));
     int64_t value = 0;
@@ -287,7 +290,7 @@ LimitRange read_limit(const Reader& reader, const Entry& entry)
     bool number = dash == std::string::npos && all_digits(lo);
     bool pair = dash != std::string::npos && all_digits(lo) && all_digits(hi);
     if (!number && !pair)
-        reader.fail(mark, fmt::format("'{}' must be {}, got {}", entry.name, expected, Reader::describe(entry.value)));
+        wrong_value(reader, entry, expected);
     auto lo_range = LimitRange::parse(lo);
     auto hi_range = pair ? LimitRange::parse(hi) : lo_range;
     if (lo_range && hi_range)
@@ -314,8 +317,7 @@ double read_fraction(const Reader& reader, const Entry& entry)
         decimal = ec == std::errc() && end == text.data() + text.size();
     }
     if (!decimal || value < 0 || value > 1)
-        reader.fail(entry.value.Mark(),
-                    fmt::format("'{}' must be {}, got {}", entry.name, expected, Reader::describe(entry.value)));
+        wrong_value(reader, entry, expected);
     return value;
 }
 
@@ -337,7 +339,8 @@ std::string read_path(const Reader& reader, const YAML::Node& node, const std::s
             end = text.size();
         std::string_view component = std::string_view(text).substr(start, end - start);
         if (component == "." || component == "..")
-            reader.fail(node.Mark(), fmt::format("{} must not contain '.' or '..' components, got {}", what, Reader::describe(node)));
+            reader.fail(node.Mark(), fmt::format("{} must not contain '.' or '..' components, got {}", what,
+                                                 Reader::describe(node)));
         if (!component.empty()) {
             path += '/';
             path += component;
@@ -352,8 +355,7 @@ const YAML::Node& sequence(const Reader& reader, const Entry& entry, std::string
     if (entry.value.IsNull())
         reader.fail(entry.key.Mark(), fmt::format("'{}' has no value (expected {})", entry.name, expected));
     if (!entry.value.IsSequence())
-        reader.fail(entry.value.Mark(), fmt::format("'{}' must be {}, got {}", entry.name, expected,
-                                                    Reader::describe(entry.value)));
+        wrong_value(reader, entry, expected);
     return entry.value;
 }
 
@@ -394,8 +396,7 @@ XattrFormat read_xattr_format(const Reader& reader, const Entry& entry)
         return XattrFormat::trusted;
     if (text == "user")
         return XattrFormat::user;
-    reader.fail(entry.value.Mark(),
-                fmt::format("'{}' must be {}, got {}", entry.name, expected, Reader::describe(entry.value)));
+    wrong_value(reader, entry, expected);
 }
 
 // An algorithm's section: true (snapper's defaults), false (off) or a
@@ -411,8 +412,7 @@ std::optional<Mapping> read_algorithm(const Reader& reader, const Entry& entry,
     constexpr std::string_view expected = "true, false or a mapping";
     const std::string& text = plain_scalar(reader, entry, expected);
     if (text != "true" && text != "false")
-        reader.fail(entry.value.Mark(),
-                    fmt::format("'{}' must be {}, got {}", entry.name, expected, Reader::describe(entry.value)));
+        wrong_value(reader, entry, expected);
     enabled = text == "true";
     return std::nullopt;
 }
@@ -486,8 +486,7 @@ void read_cleanup(const Reader& reader, const Entry& entry, StackDefinition& sta
         constexpr std::string_view expected = "true, false or a mapping";
         const std::string& text = plain_scalar(reader, entry, expected);
         if (text != "true" && text != "false")
-            reader.fail(entry.value.Mark(),
-                        fmt::format("'{}' must be {}, got {}", entry.name, expected, Reader::describe(entry.value)));
+            wrong_value(reader, entry, expected);
         if (text == "false")
             stack.cleanup = CleanupConfig{};
         return;

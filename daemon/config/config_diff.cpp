@@ -73,7 +73,8 @@ ConfigChange diff(const Config& old, const Config& now)
     for (const StackDefinition& stack : now.stacks)
         after.emplace(stack.name, &stack);
     const auto is_broken = [&](std::string_view name) {
-        return std::any_of(now.errors.begin(), now.errors.end(), [&](const ConfigError& e) { return e.stack() == name; });
+        return std::any_of(now.errors.begin(), now.errors.end(),
+                           [&](const ConfigError& e) { return e.stack() == name; });
     };
 
     std::map<std::string_view, StackChange> changes;

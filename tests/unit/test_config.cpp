@@ -307,7 +307,8 @@ TEST_F(ConfigDirs, EarlierDirsWinFileByFileAndEmptyFilesMask)
     EXPECT_EQ(stacks.at("b")->mountpoint, "/b-etc");
     EXPECT_EQ(stacks.at("c")->mountpoint, "/c-run");
     ASSERT_EQ(config.errors.size(), 1u);
-    EXPECT_EQ(std::string(config.errors[0].what()), stack_file(0, "g").string() + ":1:1: missing required key 'lowers'");
+    EXPECT_EQ(std::string(config.errors[0].what()),
+              stack_file(0, "g").string() + ":1:1: missing required key 'lowers'");
     EXPECT_EQ(config.errors[0].stack(), "g");
 }
 
