@@ -113,8 +113,9 @@ std::vector<std::string> default_config_dirs();
 
 // Parses the text of one stack file. FILE is only used in errors. Throws
 // ConfigError; a text with no YAML document is an error here (masking is
-// the loader's business). STATE_DIR is refused as a mountpoint and so is
-// anything inside it or containing it.
+// the loader's business). STATE_DIR is refused as a mountpoint, and so is
+// anything inside it or containing it (the daemon never reaches its state
+// through its own mounts); a lower inside it is refused too.
 StackDefinition parse_stack(std::string_view text, const std::string& file,
                             const std::string& name, const std::string& state_dir);
 
