@@ -331,23 +331,11 @@ std::string read_path(const Reader& reader, const YAML::Node& node, const std::s
         reader.fail(node.Mark(), fmt::format("{} must not contain a NUL character", what));
     if (text.size() >= PATH_MAX)
         reader.fail(node.Mark(), fmt::format("{} is longer than {} bytes", what, PATH_MAX - 1));
-    std::string path;
-    size_t start = 0;
-    while (start < text.size()) {
-        size_t end = text.find('/', start);
-        if (end == std::string::npos)
-            end = text.size();
-        std::string_view component = std::string_view(text).substr(start, end - start);
-        if (component == "." || component == "..")
-            reader.fail(node.Mark(), fmt::format("{} must not contain '.' or '..' components, got {}", what,
-                                                 Reader::describe(node)));
-        if (!component.empty()) {
-            path += '/';
-            path += component;
-        }
-        start = end + 1;
-    }
-    return path.empty() ? "/" : path;
+    std::optional<std::string> path = normalized_absolute_path(text);
+    if (!path)
+        reader.fail(node.Mark(), fmt::format("{} must not contain '.' or '..' components, got {}", what,
+                                             Reader::describe(node)));
+    return *path;
 }
 
 const YAML::Node& sequence(const Reader& reader, const Entry& entry, std::string_view expected)

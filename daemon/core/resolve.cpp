@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 
@@ -15,6 +16,26 @@ bool is_valid_name(std::string_view name) noexcept
     if (name.empty() || name == "." || name == "..")
         return false;
     return name.find('/') == std::string_view::npos && name.find('\0') == std::string_view::npos;
+}
+
+std::optional<std::string> normalized_absolute_path(std::string_view path)
+{
+    if (path.empty() || path.front() != '/')
+        return std::nullopt;
+    std::string out;
+    size_t start = 0;
+    while (start < path.size()) {
+        size_t end = std::min(path.find('/', start), path.size());
+        std::string_view component = path.substr(start, end - start);
+        if (component == "." || component == "..")
+            return std::nullopt;
+        if (!component.empty()) {
+            out += '/';
+            out += component;
+        }
+        start = end + 1;
+    }
+    return out.empty() ? "/" : out;
 }
 
 int open_beneath(int dirfd, const char* path, int flags, mode_t mode) noexcept

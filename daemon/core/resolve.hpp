@@ -6,6 +6,8 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <optional>
+#include <string>
 #include <string_view>
 
 namespace layerd {
@@ -13,6 +15,11 @@ namespace layerd {
 // True for a single path component the overlay may look up: not empty, not
 // "." or "..", no '/'. Names from the kernel and from layers both pass here.
 bool is_valid_name(std::string_view name) noexcept;
+
+// An absolute path with single slashes and no trailing one ("/a//b/" gives
+// "/a/b"; "/" stays "/"); nullopt when PATH is relative or has a "." or ".."
+// component, which are refused rather than resolved.
+std::optional<std::string> normalized_absolute_path(std::string_view path);
 
 // openat2(dirfd, name, flags | O_NOFOLLOW | O_CLOEXEC) with RESOLVE_BENEATH,
 // RESOLVE_NO_SYMLINKS and RESOLVE_NO_MAGICLINKS. `path` may have several

@@ -2,6 +2,7 @@
 #include "mounted_stack.hpp"
 
 #include "layer_merge.hpp"
+#include "stack_io.hpp"
 #include "layer_view.hpp"
 #include "remove_tree.hpp"
 #include "resolve.hpp"
@@ -19,16 +20,25 @@
 #include <ctime>
 #include <fmt/format.h>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 namespace layerd {
 
-namespace {
-
-[[noreturn]] void fail_io(const std::string& what, int err)
+void fail_io(const std::string& what, int err)
 {
     throw SnapshotError(SnapshotError::Kind::Io, fmt::format("{}: {}", what, std::strerror(err)));
 }
+
+UniqueFd open_dir_or_fail(const std::string& path, int flags)
+{
+    int fd = ::open(path.c_str(), flags | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        fail_io("open " + path, errno);
+    return UniqueFd(fd);
+}
+
+namespace {
 
 void make_dir(const std::string& path)
 {
@@ -156,6 +166,7 @@ void MountedStack::recover()
     for (const LayerRecord& l : store_.list_layers(config_.name))
         if (l.state == LayerState::Removing)
             remove_layer_dir_and_row(l.id);
+    note_unknown_layer_dirs();
     // Merges a crash interrupted: merge_layer resumes where it stopped.
     for (const MergeRecord& m : store_.merges_in_progress())
         if (m.stack == config_.name)
@@ -182,6 +193,26 @@ void MountedStack::recover()
             ::rmdir(layer_dir(live).c_str());
         }
     }
+}
+
+void MountedStack::note_unknown_layer_dirs()
+{
+    std::set<std::string> known;
+    for (const LayerRecord& l : store_.list_layers(config_.name)) {
+        known.insert(std::to_string(l.id));
+        struct stat st;
+        if (::lstat(layer_dir(l.id).c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+            recovery_notes_.push_back(fmt::format("layer {} ({}) has no directory {}", l.id, to_string(l.state),
+                                                  layer_dir(l.id)));
+    }
+    UniqueFd layers = open_dir_or_fail(stack_dir_ + "/layers", O_RDONLY);
+    std::vector<LayerDirEntry> entries;
+    if (int r = read_layer_dir(layers.get(), &entries); r < 0)
+        fail_io("reading " + stack_dir_ + "/layers", -r);
+    for (const LayerDirEntry& e : entries)
+        if (!known.contains(e.name))
+            recovery_notes_.push_back(
+                fmt::format("{}/layers/{} is not a layer of the database; left alone", stack_dir_, e.name));
 }
 
 void MountedStack::mount()
@@ -238,19 +269,11 @@ void MountedStack::unmount()
     overlay_.reset();
 }
 
-// The kernel's dirty pages into the live layer, from this thread, which
-// serves no request: through the root of the mount, the only path the
-// daemon ever opens on it.
-static void sync_mount(const std::string& mountpoint)
+void sync_mount(const std::string& mountpoint)
 {
-    int fd = ::open(mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        fail_io("open " + mountpoint, errno);
-    int r = ::syncfs(fd);
-    int err = errno;
-    ::close(fd);
-    if (r != 0)
-        fail_io("syncfs " + mountpoint, err);
+    UniqueFd fd = open_dir_or_fail(mountpoint, O_RDONLY);
+    if (::syncfs(fd.get()) != 0)
+        fail_io("syncfs " + mountpoint, errno);
 }
 
 uint32_t MountedStack::freeze_live(const NewSnapshot& s, int64_t* new_live)
@@ -423,12 +446,8 @@ void MountedStack::remove_layer_if_unused(int64_t layer)
 
 void MountedStack::remove_layer_dir_and_row(int64_t layer)
 {
-    int dir = ::open((stack_dir_ + "/layers").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (dir < 0)
-        fail_io("open " + stack_dir_ + "/layers", errno);
-    int r = remove_tree_at(dir, std::to_string(layer).c_str());
-    ::close(dir);
-    if (r < 0)
+    UniqueFd dir = open_dir_or_fail(stack_dir_ + "/layers", O_PATH);
+    if (int r = remove_tree_at(dir.get(), std::to_string(layer).c_str()); r < 0)
         fail_io("removing " + layer_dir(layer), -r);
     store_.transaction([&] { store_.delete_layer(layer); });
 }
@@ -460,29 +479,28 @@ void MountedStack::merge_into_child(int64_t layer, int64_t child)
     });
 }
 
-void MountedStack::diff(uint32_t a, uint32_t b, const std::function<void(const DiffEntry&)>& out)
+int64_t MountedStack::layer_of_snapshot(uint32_t number)
 {
-    auto layer_of = [&](uint32_t n) -> int64_t {
-        if (n == 0)
-            return *store_.live_layer(config_.name);
-        auto snap = store_.get_snapshot(config_.name, n);
-        if (!snap)
-            throw SnapshotError(SnapshotError::Kind::NoSuchSnapshot,
-                                fmt::format("stack {} has no snapshot {}", config_.name, n));
-        return snap->layer;
-    };
-    std::vector<int64_t> ca = chain_of(layer_of(a)), cb = chain_of(layer_of(b));
+    if (number == 0)
+        return *store_.live_layer(config_.name);
+    auto snap = store_.get_snapshot(config_.name, number);
+    if (!snap)
+        throw SnapshotError(SnapshotError::Kind::NoSuchSnapshot,
+                            fmt::format("stack {} has no snapshot {}", config_.name, number));
+    return snap->layer;
+}
+
+MountedStack::Views MountedStack::open_views(uint32_t a, uint32_t b)
+{
+    std::vector<int64_t> ca = chain_of(layer_of_snapshot(a)), cb = chain_of(layer_of_snapshot(b));
+    Views views;
     // The shared part: the common tail of both chains, then the lowers.
     size_t shared = 0;
     while (shared < ca.size() && shared < cb.size() && ca[ca.size() - 1 - shared] == cb[cb.size() - 1 - shared])
         ++shared;
-    std::vector<UniqueFd> fds;
     auto open_dir = [&](const std::string& path) {
-        int fd = ::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-            fail_io("open " + path, errno);
-        fds.emplace_back(fd);
-        return fd;
+        views.fds.push_back(open_dir_or_fail(path, O_PATH));
+        return views.fds.back().get();
     };
     std::vector<int> lowers;
     for (const auto& l : config_.lowers)
@@ -494,17 +512,33 @@ void MountedStack::diff(uint32_t a, uint32_t b, const std::function<void(const D
         v.insert(v.end(), lowers.begin(), lowers.end());
         return v;
     };
-    std::vector<int> va = view_of(ca), vb = view_of(cb);
+    views.a = view_of(ca);
+    views.b = view_of(cb);
     // The shared layers must be the same fds on both sides.
     for (size_t i = 0; i < shared; ++i)
-        vb[cb.size() - 1 - i] = va[ca.size() - 1 - i];
-    int r = diff_views(va, vb, shared + lowers.size(), OverlayXattrs(config_.xattr_format),
-                       [&](const DiffEntry& e) {
-                           out(e);
-                           return 0;
-                       });
+        views.b[cb.size() - 1 - i] = views.a[ca.size() - 1 - i];
+    views.shared = shared + lowers.size();
+    return views;
+}
+
+int MountedStack::diff_until(uint32_t a, uint32_t b, const DiffCallback& out)
+{
+    // The live layer on disk lags the kernel's write-back cache.
+    if (a == 0 || b == 0)
+        sync_mount(config_.mountpoint);
+    Views views = open_views(a, b);
+    int r = diff_views(views.a, views.b, views.shared, OverlayXattrs(config_.xattr_format), out);
     if (r < 0)
         fail_io(fmt::format("diff {}..{} of {}", a, b, config_.name), -r);
+    return r;
+}
+
+void MountedStack::diff(uint32_t a, uint32_t b, const std::function<void(const DiffEntry&)>& out)
+{
+    diff_until(a, b, [&](const DiffEntry& e) {
+        out(e);
+        return 0;
+    });
 }
 
 } // namespace layerd

@@ -5,9 +5,11 @@
 // daemon will own one per mounted stack.
 #pragma once
 
+#include "cleanup.hpp"
 #include "layer_diff.hpp"
 #include "overlay.hpp"
 #include "snapshot_store.hpp"
+#include "unique_fd.hpp"
 
 #include <atomic>
 #include <cstdint>
@@ -29,6 +31,19 @@ struct StackConfig {
     std::string state_dir; // layers in STATE/stacks/NAME/layers/ID, work in STATE/stacks/NAME/work
     XattrFormat xattr_format = XattrFormat::trusted;
     unsigned max_depth = 128; // frozen layers under the live one
+    // The algorithms cleanup() may run (absent = off), and the fraction of
+    // the state dir's filesystem to keep free.
+    CleanupConfig cleanup{NumberCleanup{}, TimelineCleanup{}, EmptyPrePostCleanup{}};
+    double free_limit = 0.2;
+};
+
+// What one cleanup() run did.
+struct CleanupResult {
+    std::vector<uint32_t> deleted; // snapshot numbers, in the order they went
+    // One line per snapshot or leftover that could not be removed; the rest
+    // went on regardless.
+    std::vector<std::string> failures;
+    unsigned layers_removed = 0; // abandoned layers and leftover dirs
 };
 
 // A refused snapshot operation; kind() says which D-Bus error it becomes.
@@ -79,16 +94,58 @@ public:
     // What changed from snapshot A to snapshot B (0 = the live view).
     void diff(uint32_t a, uint32_t b, const std::function<void(const DiffEntry&)>& out);
 
+    // snapper's cleanup: ALGORITHM (every enabled one when nullopt) by its
+    // limits; then, while the state dir's filesystem has less than
+    // free_limit free, the enabled algorithms down to their lower limits;
+    // then layers nothing uses any more and leftovers of interrupted merges.
+    // NOW is the clock, in unix seconds. A disabled ALGORITHM deletes no
+    // snapshot. Throws SnapshotError only when nothing could be done at all.
+    CleanupResult cleanup(std::optional<CleanupAlgorithm> algorithm, int64_t now);
+
+    // Makes each of PATHS ("/a/b", from the stack's root) in the live view
+    // what it is in snapshot NUMBER: restored with its data, mode, owner,
+    // times and xattrs (a directory with its whole subtree), or removed when
+    // the snapshot has nothing there. Written through the mount, beneath its
+    // root fd, so the engine copies up and whites out as for any write.
+    void undo_change(uint32_t number, const std::vector<std::string>& paths);
+
     std::vector<SnapshotRecord> snapshots();
     // Frozen layers under the live one.
     unsigned depth();
     const StackConfig& config() const { return config_; }
+    // What the start found and left alone, one line each, for the caller to
+    // log: entries of layers/ the database does not know, layers whose
+    // directory is gone.
+    const std::vector<std::string>& recovery_notes() const { return recovery_notes_; }
 
 private:
     std::string layer_dir(int64_t id) const;
     // The layer chain of LAYER, top first (LAYER, its parent, …).
     std::vector<int64_t> chain_of(int64_t layer);
+    // Snapshot NUMBER's layer; 0 is the live one.
+    int64_t layer_of_snapshot(uint32_t number);
+    // The layer fds of snapshots A and B's views (0 = live), top first, the
+    // last `shared` ones the same fds on both sides, as diff_views wants.
+    struct Views {
+        std::vector<UniqueFd> fds;
+        std::vector<int> a, b;
+        size_t shared = 0;
+    };
+    Views open_views(uint32_t a, uint32_t b);
+    // diff_views of A and B; returns OUT's non-zero value that stopped it, or 0.
+    int diff_until(uint32_t a, uint32_t b, const DiffCallback& out);
+    // One pass of ALGORITHM by its limits, deleting what it selects.
+    void run_cleanup_pass(CleanupAlgorithm algorithm, const CleanupConfig& config, int64_t now,
+                          CleanupResult* result);
+    void delete_for_cleanup(uint32_t number, CleanupResult* result);
+    bool enough_free_space();
+    // Whether snapshots A and B show the same tree (false when they cannot
+    // be compared: such a pair is kept).
+    bool diff_is_empty(uint32_t a, uint32_t b);
+    // Abandoned layers and leftovers of crashes; returns how many went.
+    unsigned remove_leftovers(CleanupResult* result);
     void recover();
+    void note_unknown_layer_dirs();
     void mount();
     void unmount();
     void merge_into_child(int64_t layer, int64_t child);
@@ -104,6 +161,7 @@ private:
     SnapshotStore& store_;
     StackConfig config_;
     std::string stack_dir_;
+    std::vector<std::string> recovery_notes_;
     std::unique_ptr<fs::Overlay> overlay_;
     std::thread loop_;
     std::atomic<bool> loop_done_{false};
