@@ -28,6 +28,9 @@ void Overlay::init(fuse_conn_info* conn)
     want(FUSE_CAP_EXPLICIT_INVAL_DATA);
     // Locks are between processes of this one mount: the kernel keeps them.
     conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
+    // A capability, not a wish: whether a swap can expire the root's
+    // entries instead of dropping their subtrees at once (kernel 6.2+).
+    expire_only_.store((conn->capable & FUSE_CAP_EXPIRE_ONLY) != 0, std::memory_order_relaxed);
     conn->max_write = 1u << 20;
     conn->time_gran = 1;
 }

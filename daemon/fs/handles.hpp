@@ -37,6 +37,7 @@ struct DirHandle {
     std::shared_ptr<Node> node;
     std::mutex mutex;
     std::vector<DirEntry> entries; // the merged listing, built at offset 0
+    uint64_t listed_at = 0;        // the merge gate's seq when it was built
 };
 
 // Ids come from a counter and are never reused (a restarted daemon must be

@@ -97,7 +97,16 @@ std::shared_ptr<Stack> Overlay::root_stack(const std::shared_ptr<const View>& vi
 }
 
 int Overlay::resolve_child(const Stack& dir, std::string_view name, std::shared_ptr<Stack>* out,
-                           struct stat* top_st, size_t first) const
+                           struct stat* top_st, size_t first, uint64_t listed_at) const
+{
+    return gate_.read([&](uint64_t seq) {
+        // A merge step since the listing may have moved NAME up.
+        return resolve_child_once(dir, name, out, top_st, seq == listed_at ? first : 0);
+    });
+}
+
+int Overlay::resolve_child_once(const Stack& dir, std::string_view name, std::shared_ptr<Stack>* out,
+                                struct stat* top_st, size_t first) const
 {
     if (name.size() > NAME_MAX)
         return -ENAMETOOLONG;
@@ -181,6 +190,8 @@ int Overlay::resolve_child(const Stack& dir, std::string_view name, std::shared_
         if (!below_upper && !d.layer->writable)
             below_upper = join_path(dir.lower_path, path);
         FdLease dirfd = fd_of(d);
+        if (!dirfd && dir.gone_after_merge(i, dirfd.error()))
+            continue;
         if (!dirfd)
             return dirfd.error();
         if (int r = visit(*d.layer, dirfd.get(), path); r < 0)
@@ -298,10 +309,18 @@ int Overlay::stat_node(const Node& node, const Stack& stack, struct stat* st) co
 
 bool Overlay::in_lower(const Stack& dir, const char* name) const
 {
-    for (const Backing& b : dir.entries) {
+    return gate_.read([&](uint64_t) { return in_lower_once(dir, name); });
+}
+
+bool Overlay::in_lower_once(const Stack& dir, const char* name) const
+{
+    for (size_t i = 0; i < dir.entries.size(); ++i) {
+        const Backing& b = dir.entries[i];
         if (b.layer->writable)
             continue;
         FdLease fd = fd_of(b);
+        if (!fd && dir.gone_after_merge(i, fd.error()))
+            continue;
         if (!fd)
             return true; // unsure: keep a whiteout
         struct stat st;
@@ -313,14 +332,23 @@ bool Overlay::in_lower(const Stack& dir, const char* name) const
     return false;
 }
 
-int Overlay::entry_for(const std::shared_ptr<Node>& parent, const char* name, fuse_entry_param* e, size_t first)
+int Overlay::entry_for(const std::shared_ptr<Node>& parent, const char* name, fuse_entry_param* e, size_t first,
+                       uint64_t listed_at)
 {
     std::shared_ptr<Stack> stack;
     struct stat st;
-    if (int r = resolve_child(*parent->stack(), name, &stack, &st, first); r < 0)
+    uint64_t drops = drops_.load(std::memory_order_acquire);
+    if (int r = resolve_child(*parent->stack(), name, &stack, &st, first, listed_at); r < 0)
         return r;
     std::shared_ptr<Node> child = node_for(parent, name, stack, st);
     auto cur = child->stack();
+    if (drops_.load(std::memory_order_acquire) != drops) {
+        // A layer left the view since the stack was resolved, and its
+        // rewrite of every node may have missed this one.
+        std::shared_ptr<const Stack> fixed;
+        if (without_dropped(*cur, current_view(), &fixed) == 0 && fixed && child->replace_stack(cur.get(), fixed))
+            cur = std::move(fixed);
+    }
     if (cur.get() == stack.get()) {
         st.st_ino = child->st_ino;
         if (child->is_dir() && stack->entries.size() > 1)

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -39,6 +40,14 @@ struct Stack {
     const Backing& top() const { return entries.front(); }
     bool in_upper() const { return entries.front().layer->writable; }
     bool has_lower() const { return entries.size() > (in_upper() ? 1u : 0u); }
+    // Entry I, a directory, could not be reopened (ERR): true when it is a
+    // frozen one below the top that a merge emptied into the dir above it
+    // and removed. Only a merge removes a frozen directory of a view, and
+    // only once all it showed is in the layer above: it holds nothing.
+    bool gone_after_merge(size_t i, int err) const
+    {
+        return i > 0 && err == -ESTALE && !entries[i].layer->writable;
+    }
 };
 
 // Identity of a node in the table: its top backing object. Lower non-dirs
@@ -83,6 +92,17 @@ struct Node {
         std::lock_guard lock(mutex);
         stack_ = std::move(stack);
         epoch.fetch_add(1, std::memory_order_release);
+    }
+    // set_stack() unless the stack is no longer `expected` (a copy-up
+    // published a newer one meanwhile). True if it was replaced.
+    bool replace_stack(const Stack* expected, std::shared_ptr<const Stack> stack)
+    {
+        std::lock_guard lock(mutex);
+        if (stack_.get() != expected)
+            return false;
+        stack_ = std::move(stack);
+        epoch.fetch_add(1, std::memory_order_release);
+        return true;
     }
 
     std::shared_ptr<Node> parent() const

@@ -14,8 +14,9 @@ namespace layerd::fs {
 //
 // Lock order: directory locks (two at most, lower stripe first; the same
 // stripe twice is fine, they are recursive), then one copy-up lock, then
-// Node's own mutex, then NodeTable's. A copy-up lock is never held while
-// waiting for a directory lock.
+// the merge gate's mutex (MergeGate), then Node's own mutex, then
+// NodeTable's. A copy-up lock is never held while waiting for a directory
+// lock.
 class NodeLocks {
 public:
     // Held across a change of a directory's entries in the upper: create,

@@ -92,6 +92,16 @@ void NodeTable::rekey(Node& node, const NodeKey& key)
         by_key_[key] = &node;
 }
 
+std::vector<std::shared_ptr<Node>> NodeTable::all() const
+{
+    std::lock_guard lock(mutex_);
+    std::vector<std::shared_ptr<Node>> nodes;
+    nodes.reserve(by_id_.size());
+    for (const auto& [id, node] : by_id_)
+        nodes.push_back(node);
+    return nodes;
+}
+
 size_t NodeTable::size() const
 {
     std::lock_guard lock(mutex_);

@@ -6,6 +6,7 @@
 #include <functional>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 namespace layerd::fs {
 
@@ -31,6 +32,8 @@ public:
     // The node's top backing object changed (copy-up).
     void rekey(Node& node, const NodeKey& key);
 
+    // Every node in the table now, to visit without the table's lock.
+    std::vector<std::shared_ptr<Node>> all() const;
     size_t size() const;
 
 private:

@@ -5,6 +5,7 @@
 
 #include "handles.hpp"
 #include "layer_set.hpp"
+#include "merge_gate.hpp"
 #include "node_locks.hpp"
 #include "node_table.hpp"
 #include "overlay_format.hpp"
@@ -12,6 +13,7 @@
 #include <fuse_lowlevel.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -59,13 +61,39 @@ public:
     // Serves `layers` ([new empty upper, …] top first) from now on, freezing
     // the current upper: every path gets a new node, while files and
     // mappings opened before keep reading what they opened (and can no longer
-    // be written). Drops the kernel's cached entries of the old view.
+    // be written). Tells the kernel its entries of the root are stale (expired
+    // where it supports that, so the cost does not grow with what it cached
+    // below them): every path's next lookup reaches the new view.
     int replace_view(std::vector<std::shared_ptr<Layer>> layers);
     std::shared_ptr<const View> current_view() const
     {
         std::lock_guard lock(view_mutex_);
         return view_;
     }
+
+    // Merging a deleted snapshot's frozen layer P into its only child C
+    // (core merge_layer, DESIGN §2 "delete") while both are in the view.
+    // Runs one step of the merge (a rename or xattr change that keeps the
+    // view, or a grouped step consistent at its end) so that every lookup,
+    // listing and listing hint of the engine sees the layers wholly before
+    // or wholly after it (MergeGate). Returns what the step returned. Nodes
+    // stay valid across steps: their stacks name objects, which keep their
+    // inodes when they move from P to C. Call from a thread that serves no
+    // FUSE request, holding no engine lock; lookups wait while a step runs.
+    int run_merge_step(const std::function<int()>& step);
+    // After the merge, P's directory gone: P (known by the dev and ino of
+    // its root) leaves the view. Publishes a view of the same generation
+    // without it and rewrites the stacks that name P's objects: what the
+    // merge moved into C is C's, P's directories it merged into C's are
+    // gone. Nodes keep their nodeids and objects, so the kernel notices
+    // nothing. No copy-up (change_mutex_) and no lookup (the gate) runs
+    // during the rewrite; a lookup that resolved before it and made its
+    // node after fixes that node itself (drops_). A stack that cannot be
+    // rewritten, or one of an older generation, still works: its own view
+    // keeps P's Layer alive, and P's directories that are gone read as
+    // empty (Stack::gone_after_merge). 0 also when P is not in the view;
+    // -EINVAL when it is its top.
+    int drop_merged_layer(dev_t dev, ino_t ino);
 
     // FUSE operations (ops_*.cpp).
     void init(fuse_conn_info* conn);
@@ -112,10 +140,14 @@ private:
     FdLease fd_of(const Backing& b) const { return fds_.lease(b.object); }
     // Resolves NAME in the directory whose stack is `dir`: 0 with the child's
     // stack and the stat of its top object, -ENOENT, or another -errno.
-    // `first`: the dir's read-only layers above this index are known not to
-    // hold NAME (it was listed from that layer; read-only layers never change).
+    // `first`: the dir's read-only layers above this index did not hold
+    // NAME when the listing of gate seq `listed_at` was made (it was listed
+    // from that layer; only a merge step changes read-only layers).
     int resolve_child(const Stack& dir, std::string_view name, std::shared_ptr<Stack>* child,
-                      struct stat* st, size_t first = 0) const;
+                      struct stat* st, size_t first = 0, uint64_t listed_at = 0) const;
+    // One try of it, which may see a merge step half done.
+    int resolve_child_once(const Stack& dir, std::string_view name, std::shared_ptr<Stack>* child,
+                           struct stat* st, size_t first) const;
     // Counts a lookup of the node for a resolved child (creating it).
     std::shared_ptr<Node> node_for(const std::shared_ptr<Node>& parent, std::string_view name,
                                    std::shared_ptr<Stack> stack, const struct stat& st);
@@ -129,10 +161,17 @@ private:
     int stat_node(const Node& node, const Stack& stack, struct stat* st) const;
     int stat_node(const Node& node, struct stat* st) const { return stat_node(node, *node.stack(), st); }
     // Looks up a child the overlay just made or moved and fills `e` (+1 lookup).
-    int entry_for(const std::shared_ptr<Node>& parent, const char* name, fuse_entry_param* e, size_t first = 0);
+    int entry_for(const std::shared_ptr<Node>& parent, const char* name, fuse_entry_param* e, size_t first = 0,
+                  uint64_t listed_at = 0);
     void reply_entry(fuse_req_t req, const std::shared_ptr<Node>& parent, const char* name);
     // True if NAME exists (not whited out) in a lower layer of dir.
     bool in_lower(const Stack& dir, const char* name) const;
+    bool in_lower_once(const Stack& dir, const char* name) const;
+    // STACK without the layers drop_merged_layer() took out of VIEW (its
+    // current view): in *out, or nullptr when it names none of them (or is
+    // of another generation: old views keep their layers). 0 or -errno.
+    int without_dropped(const Stack& stack, const std::shared_ptr<const View>& view,
+                        std::shared_ptr<const Stack>* out) const;
 
     // --- copy_up.cpp
     // Makes the node's top object live in the upper layer (with its parents),
@@ -161,7 +200,9 @@ private:
     int clear_upper_dir(int parent_fd, const char* name);
 
     // --- readdir.cpp
-    int list_merged(const Stack& dir, std::vector<DirEntry>* out) const;
+    // The merged listing of a dir; *listed_at: the gate seq it was made at.
+    int list_merged(const Stack& dir, std::vector<DirEntry>* out, uint64_t* listed_at = nullptr) const;
+    int list_merged_once(const Stack& dir, std::vector<DirEntry>* out) const;
 
     // --- io.cpp
     // The flags a layer file is opened with for an open(2) with `flags`.
@@ -197,6 +238,15 @@ private:
     std::shared_ptr<const View> view_; // guarded by view_mutex_
     std::shared_mutex change_mutex_;
     std::atomic<uint64_t> freezes_{0}; // bumped by every freeze and swap
+    // Merge steps against the readers of the layers (see MergeGate for its
+    // place in the lock order).
+    MergeGate gate_;
+    // Bumped by drop_merged_layer() before it rewrites the stacks: a lookup
+    // that resolved before and made its node after fixes the node itself.
+    std::atomic<uint64_t> drops_{0};
+    // The kernel can expire an entry without dropping what it cached below
+    // it (FUSE_CAP_EXPIRE_ONLY): set at INIT, read by swaps.
+    std::atomic<bool> expire_only_{false};
     std::mutex session_mutex_;
     fuse_session* session_ = nullptr; // guarded by session_mutex_
     uid_t my_uid_;

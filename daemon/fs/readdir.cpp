@@ -7,13 +7,23 @@
 #include <dirent.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <unordered_set>
 
 namespace layerd::fs {
 
-int Overlay::list_merged(const Stack& dir, std::vector<DirEntry>* out) const
+int Overlay::list_merged(const Stack& dir, std::vector<DirEntry>* out, uint64_t* listed_at) const
+{
+    return gate_.read([&](uint64_t seq) {
+        if (listed_at)
+            *listed_at = seq;
+        return list_merged_once(dir, out);
+    });
+}
+
+int Overlay::list_merged_once(const Stack& dir, std::vector<DirEntry>* out) const
 {
     out->clear();
     out->push_back({".", DT_DIR});
@@ -24,6 +34,8 @@ int Overlay::list_merged(const Stack& dir, std::vector<DirEntry>* out) const
     for (unsigned layer = 0; layer < dir.entries.size(); ++layer) {
         const Backing& b = dir.entries[layer];
         FdLease dirfd = fd_of(b);
+        if (!dirfd && dir.gone_after_merge(layer, dirfd.error()))
+            continue;
         if (!dirfd)
             return dirfd.error();
         int fd = open_beneath(dirfd.get(), ".", O_RDONLY | O_DIRECTORY);
@@ -58,6 +70,14 @@ int Overlay::list_merged(const Stack& dir, std::vector<DirEntry>* out) const
         if (err != 0)
             return -err;
     }
+    // Offsets are indexes into a listing, and the kernel may go on from an
+    // offset of a listing it cached with another handle's listing. A merge
+    // moves names between frozen layers, so their getdents order is not the
+    // view's: listings of dirs with a frozen layer are sorted, and so the
+    // same view always lists in the same order. A dir only in the upper
+    // changes only through the kernel, which then drops what it cached.
+    if (!dir.in_upper() || dir.has_lower())
+        std::sort(out->begin() + 2, out->end(), [](const DirEntry& a, const DirEntry& b) { return a.name < b.name; });
     return 0;
 }
 
@@ -89,7 +109,7 @@ void Overlay::readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_f
     auto stack = dir->stack();
     if (off == 0 || dh->entries.empty()) {
         // Offset 0 is a fresh listing (rewinddir shows what changed).
-        if (int r = list_merged(*stack, &dh->entries); r < 0)
+        if (int r = list_merged(*stack, &dh->entries, &dh->listed_at); r < 0)
             return (void)fuse_reply_err(req, -r);
     }
     thread_local std::vector<char> buffer;
@@ -107,7 +127,7 @@ void Overlay::readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_f
                 e.attr.st_mode = S_IFDIR;
             } else {
                 // Start below the read-only layers that did not list it.
-                int r = entry_for(dir, de.name.c_str(), &e, de.layer);
+                int r = entry_for(dir, de.name.c_str(), &e, de.layer, dh->listed_at);
                 if (r == -ENOENT)
                     continue; // removed since the listing was made
                 if (r < 0)
@@ -126,7 +146,7 @@ void Overlay::readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_f
             if (!dot) {
                 std::shared_ptr<Stack> cstack;
                 struct stat cst;
-                if (resolve_child(*stack, de.name, &cstack, &cst, de.layer) < 0)
+                if (resolve_child(*stack, de.name, &cstack, &cst, de.layer, dh->listed_at) < 0)
                     continue;
                 st.st_ino = st_ino_of(*cstack, cst);
             }

@@ -465,8 +465,22 @@ void MountedStack::merge_into_child(int64_t layer, int64_t child)
     int r = (layers < 0 || child_fd < 0 || work < 0) ? -errno : 0;
     if (r == 0) {
         store_.transaction([&] { store_.set_merge_state(layer, MergeState::Moving); });
-        r = merge_layer(layers, std::to_string(layer).c_str(), child_fd, work, OverlayXattrs(config_.xattr_format),
-                        [](const MergeStep& step) { step(); });
+        std::string name = std::to_string(layer);
+        // The layer that leaves the engine's view at the end (already gone
+        // from disk when a merge resumes after its last step).
+        struct stat pst {};
+        bool in_view = overlay_ && ::fstatat(layers, name.c_str(), &pst, AT_SYMLINK_NOFOLLOW) == 0;
+        // Mounted, both layers are in the engine's view: its lookups must see
+        // each step whole. Before the mount (recovery) nobody looks.
+        r = merge_layer(layers, name.c_str(), child_fd, work, OverlayXattrs(config_.xattr_format),
+                        [this](const MergeStep& step) {
+                            if (overlay_)
+                                overlay_->run_merge_step(step);
+                            else
+                                step();
+                        });
+        if (r == 0 && in_view)
+            r = overlay_->drop_merged_layer(pst.st_dev, pst.st_ino);
     }
     for (int fd : {layers, child_fd, work})
         if (fd >= 0)

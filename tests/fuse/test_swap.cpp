@@ -185,5 +185,61 @@ TEST_F(SwapTest, RollbackShowsTheSnapshotWhileOldFilesKeepTheirData)
     ::close(old);
 }
 
+// After a rollback no dentry the kernel cached from the old view is used,
+// however deep, positive or negative, while it holds many nodes.
+TEST_F(SwapTest, RollbackLeavesNoStaleDentryBelowTheRoot)
+{
+    mount();
+    ASSERT_FALSE(HasFatalFailure());
+    const std::string deep = "t/a/b/c/d/e/f/g";
+    ASSERT_EQ(sh("mkdir -p '" + mnt(deep) + "'"), 0);
+    write_file(mnt(deep + "/file"), "snap");
+    write_file(mnt(deep + "/back"), "deep back");
+    write_file(mnt("back"), "back");
+    constexpr int files = 3000;
+    ASSERT_EQ(::mkdir(mnt("many").c_str(), 0755), 0);
+    for (int i = 0; i < files; ++i)
+        write_file(mnt("many/f" + std::to_string(i)), std::to_string(i));
+    sync_mount();
+    ASSERT_EQ(fs_->freeze_upper(layer("L2")), 0); // L1 is the snapshot
+
+    write_file(mnt(deep + "/file"), "later");
+    write_file(mnt(deep + "/onlyold"), "old");
+    write_file(mnt("onlyold"), "old");
+    ASSERT_EQ(::unlink(mnt(deep + "/back").c_str()), 0);
+    ASSERT_EQ(::unlink(mnt("back").c_str()), 0);
+    // The kernel caches all of it: every node, and the names now absent.
+    for (int i = 0; i < files; ++i)
+        ASSERT_TRUE(exists(mnt("many/f" + std::to_string(i))));
+    EXPECT_EQ(read_file(mnt(deep + "/file")), "later");
+    EXPECT_TRUE(exists(mnt(deep + "/onlyold")));
+    EXPECT_TRUE(exists(mnt("onlyold")));
+    EXPECT_FALSE(exists(mnt(deep + "/back")));
+    EXPECT_FALSE(exists(mnt("back")));
+    int old = ::open(mnt(deep + "/file").c_str(), O_RDONLY);
+    ASSERT_GE(old, 0);
+    ASSERT_GT(fs_->node_count(), static_cast<size_t>(files));
+
+    sync_mount();
+    ASSERT_EQ(fs_->replace_view({layer("L3"), layer("L1"), layer("base")}), 0);
+
+    EXPECT_EQ(read_file(mnt(deep + "/file")), "snap") << "a deep path still shows the old view";
+    EXPECT_EQ(read_file(mnt(deep + "/back")), "deep back") << "a deep negative dentry survived the rollback";
+    EXPECT_EQ(read_file(mnt("back")), "back") << "a negative dentry of the root survived the rollback";
+    EXPECT_FALSE(exists(mnt(deep + "/onlyold"))) << "a deep name only the old view had is still there";
+    EXPECT_FALSE(exists(mnt("onlyold"))) << "a name only the old view had is still there";
+    EXPECT_EQ(sh_out("ls '" + mnt(deep) + "' | tr '\\n' ' '"), "back file ");
+    for (int i = 0; i < files; i += 97)
+        EXPECT_EQ(read_file(mnt("many/f" + std::to_string(i))), std::to_string(i));
+    EXPECT_EQ(pread_all(old), "later"); // what was open keeps its data
+    ::close(old);
+
+    // The new view takes changes at any depth.
+    write_file(mnt(deep + "/file"), "new");
+    sync_mount();
+    EXPECT_EQ(read_file(path("L3/" + deep + "/file")), "new");
+    EXPECT_EQ(read_file(path("L1/" + deep + "/file")), "snap");
+}
+
 } // namespace
 } // namespace layerd::test
