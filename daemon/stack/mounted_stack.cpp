@@ -30,6 +30,11 @@ void fail_io(const std::string& what, int err)
     throw SnapshotError(SnapshotError::Kind::Io, fmt::format("{}: {}", what, std::strerror(err)));
 }
 
+void fail_store(const std::string& stack, const StoreError& e)
+{
+    throw SnapshotError(SnapshotError::Kind::Io, fmt::format("stack {}: the state database: {}", stack, e.what()));
+}
+
 UniqueFd open_dir_or_fail(const std::string& path, int flags)
 {
     int fd = ::open(path.c_str(), flags | O_DIRECTORY | O_CLOEXEC);
@@ -95,6 +100,10 @@ MountedStack::MountedStack(SnapshotStore& store, StackConfig config)
         throw LayerError(fmt::format("mountpoint '{}': {}", config_.mountpoint, std::strerror(errno)));
     config_.mountpoint = real;
     std::free(real);
+    if (config_.read_only) {
+        mount();
+        return;
+    }
     stack_dir_ = config_.state_dir + "/stacks/" + config_.name;
     make_dir(config_.state_dir + "/stacks");
     make_dir(stack_dir_);
@@ -117,6 +126,13 @@ MountedStack::MountedStack(SnapshotStore& store, StackConfig config)
 MountedStack::~MountedStack()
 {
     unmount();
+}
+
+void MountedStack::require_upper() const
+{
+    if (config_.read_only)
+        throw SnapshotError(SnapshotError::Kind::InvalidArgument,
+                            fmt::format("stack {} is read-only (upper: false): it has no snapshots", config_.name));
 }
 
 std::string MountedStack::layer_dir(int64_t id) const
@@ -151,11 +167,15 @@ std::vector<int64_t> MountedStack::chain_of(int64_t layer)
 
 unsigned MountedStack::depth()
 {
+    if (config_.read_only)
+        return 0;
     return static_cast<unsigned>(chain_of(*store_.live_layer(config_.name)).size() - 1);
 }
 
 std::vector<SnapshotRecord> MountedStack::snapshots()
 {
+    if (config_.read_only)
+        return {};
     return store_.list_snapshots(config_.name);
 }
 
@@ -217,13 +237,16 @@ void MountedStack::note_unknown_layer_dirs()
 
 void MountedStack::mount()
 {
-    int64_t live = *store_.live_layer(config_.name);
-    std::vector<int64_t> chain = chain_of(live);
     LayerSetConfig lc;
-    lc.upper = layer_dir(live);
-    lc.work = stack_dir_ + "/work";
-    for (size_t i = 1; i < chain.size(); ++i)
-        lc.lowers.push_back(layer_dir(chain[i]));
+    if (!config_.read_only) {
+        int64_t live = *store_.live_layer(config_.name);
+        std::vector<int64_t> chain = chain_of(live);
+        lc.upper = layer_dir(live);
+        lc.work = stack_dir_ + "/work";
+        lc.is_volatile = config_.volatile_upper;
+        for (size_t i = 1; i < chain.size(); ++i)
+            lc.lowers.push_back(layer_dir(chain[i]));
+    }
     lc.lowers.insert(lc.lowers.end(), config_.lowers.begin(), config_.lowers.end());
     lc.mountpoint = config_.mountpoint;
     fs::OverlayOptions options;
@@ -341,18 +364,27 @@ std::pair<uint32_t, int64_t> MountedStack::switch_live(int64_t parent, const std
 }
 
 uint32_t MountedStack::create_snapshot(const NewSnapshot& snapshot)
-{
+try {
+    require_upper();
     int64_t old = *store_.live_layer(config_.name);
     int64_t live;
     uint32_t number = freeze_live(snapshot, &live);
-    // A deleted snapshot's layer left waiting over the live one can merge now.
-    if (auto rec = store_.get_layer(old); rec && rec->parent)
-        remove_layer_if_unused(*rec->parent);
+    // A deleted snapshot's layer left waiting over the live one can merge
+    // now. The snapshot is taken whatever happens here: a merge that fails
+    // is recorded and resumes at the next start.
+    try {
+        if (auto rec = store_.get_layer(old); rec && rec->parent)
+            remove_layer_if_unused(*rec->parent);
+    } catch (const std::exception&) {
+    }
     return number;
+} catch (const StoreError& e) {
+    fail_store(config_.name, e);
 }
 
 uint32_t MountedStack::rollback(uint32_t number, bool next_mount, uint32_t uid)
-{
+try {
+    require_upper();
     auto snap = store_.get_snapshot(config_.name, number);
     if (!snap)
         throw SnapshotError(SnapshotError::Kind::NoSuchSnapshot,
@@ -385,10 +417,13 @@ uint32_t MountedStack::rollback(uint32_t number, bool next_mount, uint32_t uid)
     if (int r = overlay_->replace_view(std::move(layers)); r < 0)
         fail_io(fmt::format("switching {} to snapshot {}", config_.name, number), -r);
     return backup;
+} catch (const StoreError& e) {
+    fail_store(config_.name, e);
 }
 
 void MountedStack::delete_snapshots(const std::vector<uint32_t>& numbers)
 {
+    require_upper();
     std::string failures;
     std::optional<SnapshotError::Kind> kind; // the failures' kind, if they share one
     for (uint32_t n : numbers) {
@@ -495,6 +530,7 @@ void MountedStack::merge_into_child(int64_t layer, int64_t child)
 
 int64_t MountedStack::layer_of_snapshot(uint32_t number)
 {
+    require_upper();
     if (number == 0)
         return *store_.live_layer(config_.name);
     auto snap = store_.get_snapshot(config_.name, number);
@@ -548,11 +584,13 @@ int MountedStack::diff_until(uint32_t a, uint32_t b, const DiffCallback& out)
 }
 
 void MountedStack::diff(uint32_t a, uint32_t b, const std::function<void(const DiffEntry&)>& out)
-{
+try {
     diff_until(a, b, [&](const DiffEntry& e) {
         out(e);
         return 0;
     });
+} catch (const StoreError& e) {
+    fail_store(config_.name, e);
 }
 
 } // namespace layerd

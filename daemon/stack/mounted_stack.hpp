@@ -31,6 +31,12 @@ struct StackConfig {
     std::string state_dir; // layers in STATE/stacks/NAME/layers/ID, work in STATE/stacks/NAME/work
     XattrFormat xattr_format = XattrFormat::trusted;
     unsigned max_depth = 128; // frozen layers under the live one
+    // No writable upper: the lowers are served as they are, and the stack
+    // has no snapshots (its state, if any, is left as it is).
+    bool read_only = false;
+    // Copied-up data is not made durable before it is renamed into place
+    // (kernel overlayfs's `volatile`); snapshots still freeze durable layers.
+    bool volatile_upper = false;
     // The algorithms cleanup() may run (absent = off), and the fraction of
     // the state dir's filesystem to keep free.
     CleanupConfig cleanup{NumberCleanup{}, TimelineCleanup{}, EmptyPrePostCleanup{}};
@@ -110,7 +116,7 @@ public:
     void undo_change(uint32_t number, const std::vector<std::string>& paths);
 
     std::vector<SnapshotRecord> snapshots();
-    // Frozen layers under the live one.
+    // Frozen layers under the live one; 0 for a read-only stack.
     unsigned depth();
     const StackConfig& config() const { return config_; }
     // What the start found and left alone, one line each, for the caller to
@@ -120,6 +126,8 @@ public:
 
 private:
     std::string layer_dir(int64_t id) const;
+    // Refuses what changes snapshots on a read-only stack.
+    void require_upper() const;
     // The layer chain of LAYER, top first (LAYER, its parent, …).
     std::vector<int64_t> chain_of(int64_t layer);
     // Snapshot NUMBER's layer; 0 is the live one.

@@ -127,7 +127,8 @@ bool MountedStack::enough_free_space()
 }
 
 CleanupResult MountedStack::cleanup(std::optional<CleanupAlgorithm> algorithm, int64_t now)
-{
+try {
+    require_upper();
     CleanupResult result;
     CleanupConfig config = restricted_to(config_.cleanup, algorithm);
     for (auto a : {CleanupAlgorithm::number, CleanupAlgorithm::timeline, CleanupAlgorithm::empty_pre_post})
@@ -146,6 +147,8 @@ CleanupResult MountedStack::cleanup(std::optional<CleanupAlgorithm> algorithm, i
     }
     result.layers_removed = remove_leftovers(&result);
     return result;
+} catch (const StoreError& e) {
+    fail_store(config_.name, e);
 }
 
 unsigned MountedStack::remove_leftovers(CleanupResult* result)

@@ -11,6 +11,10 @@
 namespace layerd {
 
 [[noreturn]] void fail_io(const std::string& what, int err);
+// A failure of the state database (a full disk at COMMIT, say) as the
+// stack's: what a snapshot operation throws is a SnapshotError. The
+// transaction that failed changed nothing.
+[[noreturn]] void fail_store(const std::string& stack, const StoreError& e);
 
 // open(PATH, FLAGS | O_DIRECTORY | O_CLOEXEC), or fail_io.
 UniqueFd open_dir_or_fail(const std::string& path, int flags);

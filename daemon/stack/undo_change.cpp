@@ -210,7 +210,8 @@ private:
 } // namespace
 
 void MountedStack::undo_change(uint32_t number, const std::vector<std::string>& paths)
-{
+try {
+    require_upper();
     if (number == 0)
         invalid("snapshot 0 is the live view itself: name a snapshot to restore from");
     if (paths.empty())
@@ -279,6 +280,8 @@ void MountedStack::undo_change(uint32_t number, const std::vector<std::string>& 
     if (!failures.empty())
         throw SnapshotError(SnapshotError::Kind::Io,
                             fmt::format("undo-change from snapshot {} of {}: {}", number, config_.name, failures));
+} catch (const StoreError& e) {
+    fail_store(config_.name, e);
 }
 
 } // namespace layerd
