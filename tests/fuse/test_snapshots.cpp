@@ -1,32 +1,33 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // Snapshots of a mounted stack (DESIGN §2, §3 "Mapping safety"), through
 // layerd::MountedStack: the layer tree in a real SQLite store, the layer dirs
-// under a temp state dir, and the engine serving the live view in-process.
+// under a temp state dir, and the engine serving the live view in-process
+// (StackEnv, stack_env.hpp).
 //
 // - a model-based property test: random operations through the mountpoint
-//   and on the snapshots, checked after every step against an in-memory
-//   model of the live tree and of every snapshot's tree (each snapshot read
-//   from disk with walk_view over its layer chain, not through the mount);
+//   and on the snapshots (cleanup among them), checked after every step
+//   against an in-memory model of the live tree and of every snapshot's tree
+//   (each snapshot read from disk with walk_view over its layer chain, not
+//   through the mount);
 // - swaps seen through the mount: fds and mappings opened before a rollback
 //   or a snapshot, stale kernel dentries;
-// - diff of known changes; unknown snapshot numbers; SIGKILL at random
-//   moments followed by recovery.
+// - diff of known changes; SIGKILL at random moments (with merges and
+//   cleanup among the operations) followed by recovery.
+// Bad input and a full disk are snapshot-faults' (test_snapshot_faults.cpp).
 //
 // LAYERD_SNAPSHOT_SEED=N replays one seed of the random tests (and
 // LAYERD_SNAPSHOT_STEPS=M sets its length); every failure prints its seed.
+// A sanitizer build runs fewer seeds, steps and kills; each test prints the
+// sizes it used.
+#include "cleanup.hpp"
 #include "layer_diff.hpp"
-#include "layer_view.hpp"
-#include "mount_fixture.hpp"
 #include "mounted_stack.hpp"
-#include "overlay_format.hpp"
-#include "resolve.hpp"
 #include "snapshot_store.hpp"
+#include "stack_env.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -37,7 +38,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
+#include <ctime>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -45,7 +46,6 @@
 #include <random>
 #include <set>
 #include <sstream>
-#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -55,332 +55,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-const char* const kStack = "t";
-
-std::string errno_text(int e)
-{
-    return std::string(strerror(e));
-}
-
-// ---------------------------------------------------------------- trees
-
-struct Entry {
-    char type = 'f';  // 'f' regular file, 'd' directory, 'o' anything else
-    std::string data; // a file's bytes
-    bool operator==(const Entry&) const = default;
-};
-// "/a/b" → entry; the root is not listed.
-using Tree = std::map<std::string, Entry>;
-
-std::string show_data(const std::string& data)
-{
-    std::string out = "\"";
-    for (size_t i = 0; i < data.size() && i < 40; ++i) {
-        unsigned char c = static_cast<unsigned char>(data[i]);
-        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
-            out += static_cast<char>(c);
-        } else {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\x%02x", c);
-            out += buf;
-        }
-    }
-    out += data.size() > 40 ? "\"…(" + std::to_string(data.size()) + " bytes)" : "\"";
-    return out;
-}
-
-std::string show_entry(const Entry& e)
-{
-    if (e.type == 'd')
-        return "dir";
-    if (e.type == 'o')
-        return "other(" + e.data + ")";
-    return "file " + show_data(e.data);
-}
-
-// What differs between two trees, for failure messages ("" when equal).
-std::string tree_mismatch(const Tree& expected, const Tree& actual)
-{
-    std::ostringstream out;
-    int shown = 0;
-    auto note = [&](const std::string& line) {
-        if (++shown <= 12)
-            out << "\n    " << line;
-    };
-    for (const auto& [path, e] : expected) {
-        auto it = actual.find(path);
-        if (it == actual.end())
-            note("missing " + path + " (expected " + show_entry(e) + ")");
-        else if (!(it->second == e))
-            note(path + ": expected " + show_entry(e) + ", got " + show_entry(it->second));
-    }
-    for (const auto& [path, e] : actual)
-        if (!expected.count(path))
-            note("unexpected " + path + " (" + show_entry(e) + ")");
-    if (shown > 12)
-        out << "\n    … " << shown - 12 << " more";
-    return out.str();
-}
-
-int read_fd_all(int fd, std::string* out)
-{
-    out->clear();
-    char buf[65536];
-    for (;;) {
-        ssize_t n = ::read(fd, buf, sizeof buf);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            return 0;
-        out->append(buf, static_cast<size_t>(n));
-    }
-}
-
-// 0 or -errno.
-int read_path(const std::string& path, std::string* out)
-{
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return -errno;
-    int r = read_fd_all(fd, out);
-    ::close(fd);
-    return r;
-}
-
-// 0 or -errno; write(2)s the whole of DATA and closes, reporting close errors.
-int write_path(const std::string& path, const std::string& data, int flags = O_WRONLY | O_CREAT | O_TRUNC)
-{
-    int fd = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return -errno;
-    size_t done = 0;
-    while (done < data.size()) {
-        ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-        if (n < 0) {
-            int e = errno;
-            ::close(fd);
-            return -e;
-        }
-        done += static_cast<size_t>(n);
-    }
-    if (::close(fd) != 0)
-        return -errno;
-    return 0;
-}
-
-// Walks a directory tree through ordinary syscalls (here: the mountpoint).
-std::string walk_dir(const std::string& abs, const std::string& rel, Tree* out)
-{
-    DIR* d = ::opendir(abs.c_str());
-    if (!d)
-        return abs + ": opendir: " + errno_text(errno);
-    std::vector<std::string> names;
-    errno = 0;
-    while (dirent* e = ::readdir(d)) {
-        std::string name = e->d_name;
-        if (name != "." && name != "..")
-            names.push_back(name);
-        errno = 0;
-    }
-    int e = errno;
-    ::closedir(d);
-    if (e != 0)
-        return abs + ": readdir: " + errno_text(e);
-    std::sort(names.begin(), names.end());
-    if (std::adjacent_find(names.begin(), names.end()) != names.end())
-        return abs + ": readdir lists a name twice";
-    for (const std::string& name : names) {
-        std::string a = abs + "/" + name;
-        std::string r = rel + "/" + name;
-        struct stat st;
-        if (::lstat(a.c_str(), &st) != 0)
-            return a + ": lstat (listed by readdir): " + errno_text(errno);
-        Entry ent;
-        if (S_ISDIR(st.st_mode)) {
-            ent.type = 'd';
-            (*out)[r] = ent;
-            if (std::string err = walk_dir(a, r, out); !err.empty())
-                return err;
-            continue;
-        }
-        if (S_ISREG(st.st_mode)) {
-            if (int rr = read_path(a, &ent.data); rr < 0)
-                return a + ": read: " + errno_text(-rr);
-            if (static_cast<off_t>(ent.data.size()) != st.st_size)
-                return a + ": stat says " + std::to_string(st.st_size) + " bytes, read gave " +
-                       std::to_string(ent.data.size());
-        } else {
-            ent.type = 'o';
-            ent.data = std::to_string(st.st_mode & S_IFMT);
-        }
-        (*out)[r] = ent;
-    }
-    return "";
-}
-
-// What a view of layer dirs (top first) shows, read with the core library.
-std::string walk_layers(const std::vector<std::string>& dirs, Tree* out)
-{
-    std::vector<UniqueFd> owned;
-    std::vector<int> fds;
-    for (const std::string& dir : dirs) {
-        int fd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-            return dir + ": open: " + errno_text(errno);
-        owned.emplace_back(fd);
-        fds.push_back(fd);
-    }
-    OverlayXattrs xattrs(XattrFormat::trusted);
-    std::string err;
-    int r = walk_view(fds, xattrs, [&](const std::string& path, const ViewEntry& e) -> int {
-        Entry ent;
-        if (S_ISDIR(e.st.st_mode)) {
-            ent.type = 'd';
-        } else if (S_ISREG(e.st.st_mode)) {
-            int fd = reopen_fd(e.fd(), O_RDONLY | O_CLOEXEC);
-            if (fd < 0) {
-                err = path + ": reopen: " + errno_text(-fd);
-                return 1;
-            }
-            UniqueFd owner(fd);
-            if (int rr = read_fd_all(fd, &ent.data); rr < 0) {
-                err = path + ": read: " + errno_text(-rr);
-                return 1;
-            }
-        } else {
-            ent.type = 'o';
-            ent.data = std::to_string(e.st.st_mode & S_IFMT);
-        }
-        (*out)[path] = ent;
-        return 0;
-    });
-    if (!err.empty())
-        return err;
-    if (r != 0)
-        return "walk_view: " + (r < 0 ? errno_text(-r) : std::to_string(r));
-    return "";
-}
-
-// The byte-for-byte content of one layer dir as it is on disk (whiteouts,
-// modes, owners, sizes, data, xattrs), to prove a frozen layer never changes.
-std::string dump_layer(const std::string& dir)
-{
-    std::string out;
-    std::vector<std::string> stack{""};
-    while (!stack.empty()) {
-        std::string rel = stack.back();
-        stack.pop_back();
-        std::string abs = dir + rel;
-        DIR* d = ::opendir(abs.c_str());
-        if (!d)
-            return out + "\n<opendir " + abs + ": " + errno_text(errno) + ">";
-        std::vector<std::string> names;
-        while (dirent* e = ::readdir(d))
-            if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
-                names.emplace_back(e->d_name);
-        ::closedir(d);
-        std::sort(names.begin(), names.end());
-        for (const std::string& name : names) {
-            std::string p = abs + "/" + name;
-            struct stat st;
-            if (::lstat(p.c_str(), &st) != 0) {
-                out += "\n<lstat " + p + ">";
-                continue;
-            }
-            std::ostringstream line;
-            line << "\n" << rel << "/" << name << " mode=" << std::oct << st.st_mode << std::dec
-                 << " uid=" << st.st_uid << " gid=" << st.st_gid << " size=" << st.st_size
-                 << " rdev=" << st.st_rdev << " ino=" << st.st_ino << " mtime=" << st.st_mtim.tv_sec << "."
-                 << st.st_mtim.tv_nsec;
-            char names_buf[4096];
-            ssize_t n = ::llistxattr(p.c_str(), names_buf, sizeof names_buf);
-            for (ssize_t i = 0; i < n;) {
-                std::string xname(names_buf + i);
-                char val[4096];
-                ssize_t vn = ::lgetxattr(p.c_str(), xname.c_str(), val, sizeof val);
-                line << " " << xname << "=" << (vn >= 0 ? show_data(std::string(val, static_cast<size_t>(vn))) : "?");
-                i += static_cast<ssize_t>(xname.size()) + 1;
-            }
-            if (S_ISREG(st.st_mode)) {
-                std::string data;
-                read_path(p, &data);
-                line << " data=" << show_data(data) << " hash=" << std::hash<std::string>{}(data);
-            }
-            out += line.str();
-            if (S_ISDIR(st.st_mode))
-                stack.push_back(rel + "/" + name);
-        }
-    }
-    return out;
-}
-
-// ------------------------------------------------------------ mount table
-
-// The FUSE connection number of a mount at MOUNTPOINT, or -1 if none.
-int mounted_connection(const std::string& mountpoint)
-{
-    std::ifstream in("/proc/self/mountinfo");
-    std::string line;
-    int found = -1;
-    while (std::getline(in, line)) {
-        std::istringstream ls(line);
-        std::string id, parent, devno, root, mp;
-        ls >> id >> parent >> devno >> root >> mp;
-        if (mp == mountpoint)
-            found = std::stoi(devno.substr(devno.find(':') + 1));
-    }
-    return found;
-}
-
-bool is_mounted(const std::string& mountpoint)
-{
-    return mounted_connection(mountpoint) >= 0;
-}
-
-// Tears down whatever is left at MOUNTPOINT: aborts the FUSE connection so
-// nothing can hang on it, then detaches. Returns how many mounts were there.
-int force_unmount(const std::string& mountpoint)
-{
-    int n = 0;
-    for (int conn; (conn = mounted_connection(mountpoint)) >= 0 && n < 10; ++n) {
-        std::ofstream("/sys/fs/fuse/connections/" + std::to_string(conn) + "/abort") << "1";
-        ::umount2(mountpoint.c_str(), MNT_DETACH);
-    }
-    return n;
-}
-
-std::string describe(const std::exception& e)
-{
-    if (auto* s = dynamic_cast<const SnapshotError*>(&e)) {
-        const char* kinds[] = {"NoSuchSnapshot", "DepthLimit", "InvalidArgument", "Io"};
-        return std::string("SnapshotError(") + kinds[static_cast<int>(s->kind())] + "): " + s->what();
-    }
-    if (dynamic_cast<const StoreError*>(&e))
-        return std::string("StoreError: ") + e.what();
-    if (dynamic_cast<const LayerError*>(&e))
-        return std::string("LayerError: ") + e.what();
-    return std::string("exception: ") + e.what();
-}
-
-// An fd closed on scope exit, so a failed assertion never leaves the mount
-// busy (a busy mount would keep the engine's loop alive at teardown).
-struct Fd {
-    explicit Fd(int f = -1) : fd(f) {}
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-    ~Fd() { reset(); }
-    void reset()
-    {
-        if (fd >= 0)
-            ::close(fd);
-        fd = -1;
-    }
-    int fd;
-};
-
+// A mapping unmapped on scope exit.
 struct Mapping {
     Mapping(void* a, size_t l) : addr(a), len(l) {}
     Mapping(const Mapping&) = delete;
@@ -395,247 +70,8 @@ struct Mapping {
     size_t len;
 };
 
-std::string pread_all(int fd)
-{
-    std::string out;
-    char buf[4096];
-    for (off_t off = 0;;) {
-        ssize_t n = ::pread(fd, buf, sizeof buf, off);
-        if (n < 0)
-            return "<" + errno_text(errno) + ">";
-        if (n == 0)
-            return out;
-        out.append(buf, static_cast<size_t>(n));
-        off += n;
-    }
-}
-
-// ------------------------------------------------------------- one stack
-
-// TMP/{lower/, state/, mnt/}, the store at TMP/state/layerd.db and stack "t"
-// mounted at TMP/mnt. The destructor tears everything down, also after a
-// failed test (the temp dir is kept then, for a look).
-class StackEnv {
-public:
-    StackEnv()
-    {
-        char tmpl[] = "/tmp/layerd-snap.XXXXXX";
-        if (!::mkdtemp(tmpl))
-            throw std::runtime_error("mkdtemp: " + errno_text(errno));
-        root = tmpl;
-        for (const char* d : {"/lower", "/state", "/mnt", "/lower/d", "/lower/d/sub", "/lower/e"})
-            if (::mkdir((root + d).c_str(), 0755) != 0 || ::chmod((root + d).c_str(), 0755) != 0)
-                throw std::runtime_error(root + d + ": mkdir: " + errno_text(errno));
-        for (const auto& [path, entry] : initial_tree())
-            if (entry.type == 'f') {
-                if (write_path(root + "/lower" + path, entry.data) != 0 ||
-                    ::chmod((root + "/lower" + path).c_str(), 0644) != 0)
-                    throw std::runtime_error(path + ": cannot write the lower file");
-            }
-        config.name = kStack;
-        config.lowers = {root + "/lower"};
-        config.mountpoint = root + "/mnt";
-        config.state_dir = root + "/state";
-        open_store();
-    }
-    StackEnv(const StackEnv&) = delete;
-    StackEnv& operator=(const StackEnv&) = delete;
-
-    ~StackEnv()
-    {
-        stack_.reset(); // unmounts
-        if (int n = force_unmount(config.mountpoint); n > 0)
-            std::fprintf(stderr, "teardown: %s was still mounted after the stack was destroyed\n",
-                         config.mountpoint.c_str());
-        store_.reset();
-        if (keep)
-            std::fprintf(stderr, "kept %s for a look\n", root.c_str());
-        else
-            sh("rm -rf '" + root + "'");
-    }
-
-    // The lower dir's content, as the first live view shows it.
-    static Tree initial_tree()
-    {
-        return Tree{
-            {"/a", {'f', "alpha\n"}}, {"/d", {'d', ""}},      {"/d/b", {'f', "beta\n"}},
-            {"/d/sub", {'d', ""}},    {"/d/sub/c", {'f', "gamma\n"}}, {"/e", {'d', ""}},
-            {"/g", {'f', "grp"}},     {"/o", {'f', "own"}},   {"/p", {'f', "perm"}},
-            {"/x", {'f', "xray"}},
-        };
-    }
-
-    void open_store() { store_.emplace(SnapshotStore::open(root + "/state/layerd.db")); }
-    void close_store() { store_.reset(); }
-
-    // Constructs the MountedStack; "" or what went wrong.
-    std::string mount()
-    {
-        try {
-            stack_ = std::make_unique<MountedStack>(*store_, config);
-        } catch (const std::exception& e) {
-            return "MountedStack(): " + describe(e);
-        }
-        if (!is_mounted(config.mountpoint))
-            return "the MountedStack constructor returned before " + config.mountpoint + " was mounted";
-        return "";
-    }
-
-    // Destroys the MountedStack; "" or what went wrong (the mount is always gone after).
-    std::string unmount()
-    {
-        stack_.reset();
-        if (force_unmount(config.mountpoint) > 0)
-            return "the mount was still there after ~MountedStack()";
-        return "";
-    }
-
-    std::string remount()
-    {
-        if (std::string err = unmount(); !err.empty())
-            return err;
-        return mount();
-    }
-
-    SnapshotStore& store() { return *store_; }
-    MountedStack& stack() { return *stack_; }
-    bool mounted() const { return stack_ != nullptr; }
-
-    std::string mnt(const std::string& path) const { return config.mountpoint + path; }
-    std::string layer_dir(int64_t id) const { return root + "/state/stacks/" + kStack + "/layers/" + std::to_string(id); }
-    std::string layers_root() const { return root + "/state/stacks/" + kStack + "/layers"; }
-
-    // LAYER, its parent, … (ids, top first); "" or what went wrong.
-    std::string chain_of(int64_t layer, std::vector<int64_t>* ids)
-    {
-        ids->clear();
-        std::optional<int64_t> id = layer;
-        while (id) {
-            if (ids->size() > 10000)
-                return "the layer chain of " + std::to_string(layer) + " loops";
-            auto rec = store_->get_layer(*id);
-            if (!rec)
-                return "layer " + std::to_string(*id) + " (in the chain of " + std::to_string(layer) +
-                       ") is not in the database";
-            ids->push_back(*id);
-            id = rec->parent;
-        }
-        return "";
-    }
-
-    // Snapshot NUMBER's view read from disk. Before recovery a layer being
-    // merged may already be gone from disk, its entries in its child: with
-    // MERGING_MAY_BE_GONE such a layer is left out of the chain.
-    std::string snapshot_tree(uint32_t number, Tree* out, bool merging_may_be_gone = false)
-    {
-        auto rec = store_->get_snapshot(kStack, number);
-        if (!rec)
-            return "snapshot " + std::to_string(number) + " is not in the database";
-        return layer_tree(rec->layer, out, merging_may_be_gone);
-    }
-
-    std::string layer_tree(int64_t layer, Tree* out, bool merging_may_be_gone = false)
-    {
-        std::vector<int64_t> ids;
-        if (std::string err = chain_of(layer, &ids); !err.empty())
-            return err;
-        std::vector<std::string> dirs;
-        for (int64_t id : ids) {
-            struct stat st;
-            if (merging_may_be_gone && ::lstat(layer_dir(id).c_str(), &st) != 0) {
-                auto rec = store_->get_layer(id);
-                if (rec && rec->state == LayerState::Merging)
-                    continue;
-            }
-            dirs.push_back(layer_dir(id));
-        }
-        for (const std::string& l : config.lowers)
-            dirs.push_back(l);
-        return walk_layers(dirs, out);
-    }
-
-    // The live view through the mountpoint.
-    std::string live_tree(Tree* out) { return walk_dir(config.mountpoint, "", out); }
-
-    std::string root;
-    StackConfig config;
-    bool keep = false;
-
-private:
-    std::optional<SnapshotStore> store_;
-    std::unique_ptr<MountedStack> stack_;
-};
-
-class SnapshotTest : public ::testing::Test {
-protected:
-    void SetUp() override
-    {
-        ::umask(022);
-        fresh_env();
-    }
-
-    void TearDown() override
-    {
-        if (env_)
-            env_->keep = HasFailure();
-        env_.reset();
-    }
-
-    void fresh_env(bool mount = true)
-    {
-        if (env_)
-            env_->keep = HasFailure();
-        env_.reset();
-        try {
-            env_ = std::make_unique<StackEnv>();
-        } catch (const std::exception& e) {
-            FAIL() << "setting up the temp dir: " << describe(e);
-        }
-        if (mount) {
-            ASSERT_EQ(env_->mount(), "");
-        }
-    }
-
-    std::string mnt(const std::string& path) const { return env_->mnt(path); }
-    MountedStack& stack() { return env_->stack(); }
-    SnapshotStore& store() { return env_->store(); }
-
-    Tree live()
-    {
-        Tree t;
-        std::string err = env_->live_tree(&t);
-        EXPECT_EQ(err, "") << "walking the mountpoint";
-        return t;
-    }
-    Tree snapshot(uint32_t number)
-    {
-        Tree t;
-        std::string err = env_->snapshot_tree(number, &t);
-        EXPECT_EQ(err, "") << "reading snapshot " << number << " from disk";
-        return t;
-    }
-    std::set<uint32_t> numbers()
-    {
-        std::set<uint32_t> out;
-        for (const SnapshotRecord& s : stack().snapshots())
-            out.insert(s.number);
-        return out;
-    }
-    uint32_t create(const std::string& description = "")
-    {
-        MountedStack::NewSnapshot s;
-        s.description = description;
-        return stack().create_snapshot(s);
-    }
-    void sync_mount()
-    {
-        Fd fd(::open(env_->config.mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-        ASSERT_GE(fd.fd, 0);
-        EXPECT_EQ(::syncfs(fd.fd), 0);
-    }
-
-    std::unique_ptr<StackEnv> env_;
-};
+// One fresh stack per test (stack_env.hpp).
+class SnapshotTest : public StackEnvTest {};
 
 // ------------------------------------------------------------------ model
 
@@ -657,7 +93,19 @@ struct ModelOptions {
     int steps = 120;
     bool dir_renames = false; // also rename directories (redirects in the layers)
     bool check_diffs = false; // also compare diff() of random pairs with the model
+    // Also run cleanup() (the stack's config: number only, limit 3, min_age
+    // 0; half the snapshots are taken with cleanup "number").
+    bool cleanup = true;
 };
+
+// The cleanup the random tests give their stacks: number only, keep 3, no
+// minimum age.
+CleanupConfig model_cleanup_config()
+{
+    CleanupConfig c;
+    c.number = NumberCleanup{.limit = 3, .limit_important = 0, .min_age = 0};
+    return c;
+}
 
 // The expected diff of two model trees: path → snapper flags.
 std::map<std::string, std::string> model_diff(const Tree& a, const Tree& b)
@@ -715,7 +163,7 @@ public:
         return "";
     }
 
-    int snapshots_created = 0, rollbacks = 0, remounts = 0, deletes = 0, diffs = 0;
+    int snapshots_created = 0, rollbacks = 0, remounts = 0, deletes = 0, diffs = 0, cleanups = 0, cleaned = 0;
     std::string contract_notes; // a contract deviation that does not stop the run
 
 private:
@@ -811,13 +259,16 @@ private:
         return true;
     }
 
-    enum Op { Write, Append, Unlink, Mkdir, Rmdir, Rename, RenameDir, Create, Rollback, RollbackNext, Delete, Diff };
+    enum Op {
+        Write, Append, Unlink, Mkdir, Rmdir, Rename, RenameDir, Create, Rollback, RollbackNext, Delete, Diff, Cleanup,
+    };
 
     std::string step()
     {
         double many = snaps_.size() >= 8 ? 4.0 : 1.0;
         std::vector<double> weights = {
             16, 7, 7, 7, 4, 7, options_.dir_renames ? 5.0 : 0.0, 12, 6, 2, 7 * many, options_.check_diffs ? 8.0 : 0.0,
+            options_.cleanup ? 3.0 * many : 0.0,
         };
         std::discrete_distribution<int> dist(weights.begin(), weights.end());
         for (int tries = 0; tries < 50; ++tries) {
@@ -952,8 +403,11 @@ private:
         case Create: {
             MountedStack::NewSnapshot s;
             s.description = "step " + std::to_string(step_);
+            if (options_.cleanup && chance(0.5))
+                s.cleanup = "number";
             uint32_t n = env_.stack().create_snapshot(s);
-            log("create_snapshot -> " + std::to_string(n));
+            log("create_snapshot" + (s.cleanup.empty() ? std::string() : " (cleanup number)") + " -> " +
+                std::to_string(n));
             if (fresh_number(n, "create_snapshot", err))
                 snaps_[n] = live_;
             ++snapshots_created;
@@ -1048,6 +502,31 @@ private:
                     *err = "remount: " + e;
                 log("  remounted (LAYERD_SNAPSHOT_REMOUNT_AFTER_DELETE)");
             }
+            return true;
+        }
+        case Cleanup: {
+            // With number's limit 3 and min_age 0, every number-marked
+            // snapshot but the newest three goes (the marks as recorded:
+            // the state kept before a rollback is marked by the stack).
+            std::vector<uint32_t> marked;
+            for (const SnapshotRecord& r : env_.stack().snapshots())
+                if (r.cleanup == "number")
+                    marked.push_back(r.number);
+            std::vector<uint32_t> expected(marked.begin(), marked.end() - std::min<long>(3, std::ssize(marked)));
+            bool all = chance(0.5);
+            auto algorithm = all ? std::nullopt : std::optional(CleanupAlgorithm::number);
+            CleanupResult r = env_.stack().cleanup(algorithm, static_cast<int64_t>(std::time(nullptr)) + 1);
+            log(std::string("cleanup(") + (all ? "all" : "number") + ") -> deleted" + show_numbers(r.deleted) +
+                ", " + std::to_string(r.layers_removed) + " layers removed");
+            ++cleanups;
+            cleaned += static_cast<int>(r.deleted.size());
+            for (uint32_t n : r.deleted)
+                snaps_.erase(n);
+            if (!r.failures.empty())
+                *err = "cleanup reported failures: " + r.failures.front();
+            else if (r.deleted != expected)
+                *err = "cleanup deleted" + show_numbers(r.deleted) + ", expected" + show_numbers(expected) +
+                       " (of the number-marked" + show_numbers(marked) + ", all but the newest 3)";
             return true;
         }
         case Diff: {
@@ -1150,20 +629,26 @@ protected:
             seeds = {*s};
             options.steps = env_steps(options.steps * 2);
         }
+        std::printf("sizing: %zu seeds x %d operations%s\n", seeds.size(), options.steps,
+                    env_seed() ? " (LAYERD_SNAPSHOT_SEED)" : kSanitized ? " (sanitizer build: shortened)" : "");
         int ops = 0;
         auto start = Clock::now();
         for (uint64_t seed : seeds) {
             SCOPED_TRACE("seed " + std::to_string(seed));
-            fresh_env();
+            fresh_env(false);
             ASSERT_FALSE(HasFatalFailure());
+            env_->config.cleanup = model_cleanup_config();
+            env_->config.free_limit = 0; // no free-space pass: the temp dir's free space is not the model's
+            ASSERT_EQ(env_->mount(), "");
             auto t0 = Clock::now();
             ModelRun run(*env_, seed, options);
             std::string err = run.run();
             double secs = std::chrono::duration<double>(Clock::now() - t0).count();
             std::printf("seed %llu: %d steps, %d snapshots, %d rollbacks (%d remounts), %d deletes, %d diffs, "
-                        "%.1f s%s\n",
+                        "%d cleanups (%d snapshots deleted), %.1f s%s\n",
                         static_cast<unsigned long long>(seed), options.steps, run.snapshots_created, run.rollbacks,
-                        run.remounts, run.deletes, run.diffs, secs, err.empty() ? "" : " — FAILED");
+                        run.remounts, run.deletes, run.diffs, run.cleanups, run.cleaned, secs,
+                        err.empty() ? "" : " — FAILED");
             ops += options.steps;
             if (!err.empty())
                 ADD_FAILURE() << err;
@@ -1178,21 +663,27 @@ protected:
 // 1. Every step through the mountpoint and on the snapshots, checked against
 // the model: the live view, the list of snapshots, every remaining snapshot's
 // view read from disk, the depth.
+//
+// Sizes: the issue asks for at least 500 operations per run over several
+// seeds; a sanitizer build (several times slower) runs fewer and shorter.
 TEST_F(SnapshotModelTest, RandomOperationsKeepEverySnapshotIntact)
 {
-    run_seeds({1, 2, 3, 4, 5}, ModelOptions{.steps = 120});
+    run_seeds(kSanitized ? std::vector<uint64_t>{1, 2, 3} : std::vector<uint64_t>{1, 2, 3, 4, 5},
+              ModelOptions{.steps = kSanitized ? 200 : 500});
 }
 
 // The same with directory renames (redirects in the layers, merged on delete).
 TEST_F(SnapshotModelTest, RandomOperationsWithDirectoryRenames)
 {
-    run_seeds({11, 12, 13}, ModelOptions{.steps = 100, .dir_renames = true});
+    run_seeds(kSanitized ? std::vector<uint64_t>{11} : std::vector<uint64_t>{11, 12, 13},
+              ModelOptions{.steps = kSanitized ? 200 : 500, .dir_renames = true});
 }
 
 // The same, also comparing diff() of random pairs (0 = live) with the model.
 TEST_F(SnapshotModelTest, RandomDiffsMatchTheModel)
 {
-    run_seeds({21, 22, 23}, ModelOptions{.steps = 100, .check_diffs = true});
+    run_seeds(kSanitized ? std::vector<uint64_t>{21} : std::vector<uint64_t>{21, 22, 23},
+              ModelOptions{.steps = kSanitized ? 200 : 500, .check_diffs = true});
 }
 
 // ------------------------------------------------------------------ swaps
@@ -1548,122 +1039,6 @@ TEST_F(SnapshotDiffTest, DiffListsExactlyTheChangedPathsWithTheirFlags)
     expect_diff(c, b, reversed(bc));
 }
 
-// ------------------------------------------------------------- bad input
-
-class SnapshotBadInputTest : public SnapshotTest {
-protected:
-    // Everything a refused call must leave alone.
-    std::string fingerprint()
-    {
-        std::ostringstream out;
-        for (const SnapshotRecord& s : stack().snapshots())
-            out << "snapshot " << s.number << " layer " << s.layer << " '" << s.description << "'\n";
-        for (const LayerRecord& l : store().list_layers(kStack))
-            out << "layer " << l.id << " parent " << (l.parent ? std::to_string(*l.parent) : "-") << " "
-                << to_string(l.state) << "\n";
-        out << "live " << store().live_layer(kStack).value_or(-1) << " pending "
-            << store().pending_rollback(kStack).value_or(-1) << " merges " << store().merges_in_progress().size()
-            << " depth " << stack().depth() << "\n";
-        DIR* d = ::opendir(env_->layers_root().c_str());
-        std::vector<std::string> names;
-        if (d) {
-            while (dirent* e = ::readdir(d))
-                names.emplace_back(e->d_name);
-            ::closedir(d);
-        }
-        std::sort(names.begin(), names.end());
-        for (const std::string& n : names)
-            out << "dir " << n << "\n";
-        Tree t = live();
-        for (const auto& [p, e] : t)
-            out << p << " " << show_entry(e) << "\n";
-        return out.str();
-    }
-
-    template <class F>
-    void expect_no_such_snapshot(const std::string& what, F&& f)
-    {
-        std::string before = fingerprint();
-        try {
-            f();
-            ADD_FAILURE() << what << ": no error";
-        } catch (const SnapshotError& e) {
-            EXPECT_EQ(e.kind(), SnapshotError::Kind::NoSuchSnapshot) << what << ": " << describe(e);
-        } catch (const std::exception& e) {
-            ADD_FAILURE() << what << ": " << describe(e) << " instead of SnapshotError(NoSuchSnapshot)";
-        }
-        EXPECT_EQ(fingerprint(), before) << what << " changed something";
-    }
-};
-
-// 4. Unknown numbers (never used, deleted, 0 where 0 is no snapshot) are
-// refused with NoSuchSnapshot and change nothing.
-TEST_F(SnapshotBadInputTest, UnknownSnapshotNumbersAreRefusedAndChangeNothing)
-{
-    ASSERT_EQ(write_path(mnt("/f"), "one"), 0);
-    uint32_t s1 = create("s1");
-    ASSERT_EQ(write_path(mnt("/f"), "two"), 0);
-    uint32_t gone = create("gone");
-    // Away from gone's layer first, so deleting it merges it into a frozen
-    // layer outside the live view (not into the live upper).
-    uint32_t back = stack().rollback(s1, false, 0);
-    stack().delete_snapshots({gone});
-    ASSERT_EQ(write_path(mnt("/f"), "three"), 0);
-
-    for (uint32_t n : {gone, 999u, 0xffffffffu, s1 + 1000}) {
-        SCOPED_TRACE("snapshot " + std::to_string(n));
-        expect_no_such_snapshot("rollback", [&] { stack().rollback(n, false, 0); });
-        expect_no_such_snapshot("rollback next_mount", [&] { stack().rollback(n, true, 0); });
-        expect_no_such_snapshot("delete_snapshots", [&] { stack().delete_snapshots({n}); });
-        int called = 0;
-        expect_no_such_snapshot("diff(n, s1)", [&] { stack().diff(n, s1, [&](const DiffEntry&) { ++called; }); });
-        expect_no_such_snapshot("diff(s1, n)", [&] { stack().diff(s1, n, [&](const DiffEntry&) { ++called; }); });
-        expect_no_such_snapshot("diff(n, 0)", [&] { stack().diff(n, 0, [&](const DiffEntry&) { ++called; }); });
-        EXPECT_EQ(called, 0) << "a diff with an unknown snapshot reported entries";
-    }
-    // 0 is the live view, never a snapshot to roll back to or delete.
-    {
-        std::string before = fingerprint();
-        for (bool next : {false, true}) {
-            try {
-                stack().rollback(0, next, 0);
-                ADD_FAILURE() << "rollback(0) succeeded";
-            } catch (const SnapshotError& e) {
-                EXPECT_TRUE(e.kind() == SnapshotError::Kind::NoSuchSnapshot ||
-                            e.kind() == SnapshotError::Kind::InvalidArgument)
-                    << describe(e);
-            }
-        }
-        try {
-            stack().delete_snapshots({0});
-            ADD_FAILURE() << "delete_snapshots({0}) succeeded";
-        } catch (const SnapshotError& e) {
-            EXPECT_TRUE(e.kind() == SnapshotError::Kind::NoSuchSnapshot ||
-                        e.kind() == SnapshotError::Kind::InvalidArgument)
-                << describe(e);
-        }
-        EXPECT_EQ(fingerprint(), before);
-    }
-    // The stack still works, and the good snapshot is intact.
-    EXPECT_EQ(snapshot(s1).at("/f").data, "one");
-    uint32_t saved = stack().rollback(s1, false, 0);
-    std::string data;
-    EXPECT_EQ(read_path(mnt("/f"), &data), 0);
-    EXPECT_EQ(data, "one");
-    EXPECT_EQ(snapshot(saved).at("/f").data, "three");
-
-    // A list with one unknown number: the others are deleted, the failure is thrown at the end.
-    uint32_t s2 = create("s2");
-    try {
-        stack().delete_snapshots({s2, 999u});
-        ADD_FAILURE() << "delete_snapshots({s2, 999}) did not report 999";
-    } catch (const SnapshotError& e) {
-        EXPECT_EQ(e.kind(), SnapshotError::Kind::NoSuchSnapshot)
-            << "the only failure was an unknown number, so the error should stay NoSuchSnapshot: " << describe(e);
-    }
-    EXPECT_EQ(numbers(), (std::set<uint32_t>{s1, back, saved}));
-}
-
 // Deleting the newest snapshot merges its layer into the live upper (its
 // only child) while the mount serves it: the live view must go on working
 // (the model tests' EEXIST failures, reduced).
@@ -1817,16 +1192,28 @@ struct Token {
             try {
                 auto snaps = stack->snapshots();
                 size_t op = snaps.size() > 10 ? 99 : uniform(100);
-                if (op < 45 || snaps.empty()) {
+                if (op < 40 || snaps.empty()) {
                     MountedStack::NewSnapshot s;
                     s.description = tok;
+                    if (uniform(2) == 0)
+                        s.cleanup = "number";
                     stack->create_snapshot(s);
-                } else if (op < 65) {
+                } else if (op < 58) {
                     stack->rollback(snaps[uniform(snaps.size())].number, false, 0);
-                } else if (op < 73) {
+                } else if (op < 65) {
                     stack->rollback(snaps[uniform(snaps.size())].number, true, 0);
                     stack.reset();
                     stack = std::make_unique<MountedStack>(store, config);
+                } else if (op < 78) {
+                    // Deletes (merges), abandoned layers and leftovers.
+                    auto algorithm = uniform(2) == 0 ? std::nullopt : std::optional(CleanupAlgorithm::number);
+                    std::fprintf(stderr, "op cleanup\n");
+                    auto r = stack->cleanup(algorithm, static_cast<int64_t>(std::time(nullptr)) + 1);
+                    std::fprintf(stderr, "op cleanup done: %zu deleted\n", r.deleted.size());
+                } else if (op < 86 && snaps.size() > 1) {
+                    // The oldest snapshot: its layer usually has a child to merge into.
+                    std::fprintf(stderr, "op delete oldest\n");
+                    stack->delete_snapshots({snaps.front().number});
                 } else if (snaps.size() > 2) {
                     std::vector<uint32_t> which{snaps[uniform(snaps.size())].number};
                     if (snaps.size() > 10)
@@ -1856,14 +1243,20 @@ struct Token {
 TEST_F(SnapshotTest, SigkillAtRandomMomentsLeavesEverySnapshotWhole)
 {
     uint64_t seed = env_seed().value_or(4242);
-    int runs = env_seed() ? env_steps(40) : 24;
+    // The issue asks for at least 50 kills; a sanitizer build runs fewer.
+    int runs = env_seed() ? env_steps(50) : kSanitized ? 20 : 50;
     std::mt19937_64 rng(seed);
-    std::printf("crash test seed %llu (LAYERD_SNAPSHOT_SEED=%llu), %d runs\n", static_cast<unsigned long long>(seed),
-                static_cast<unsigned long long>(seed), runs);
+    std::printf("crash test seed %llu (LAYERD_SNAPSHOT_SEED=%llu), sizing: %d kill runs%s\n",
+                static_cast<unsigned long long>(seed), static_cast<unsigned long long>(seed), runs,
+                env_seed() ? " (LAYERD_SNAPSHOT_STEPS)" : kSanitized ? " (sanitizer build: shortened)" : "");
     ASSERT_EQ(env_->unmount(), "");
     env_->close_store(); // no SQLite connection across fork()
-    const std::string db = env_->root + "/state/layerd.db";
+    // The children's cleanup (and the parent's after each recovery).
+    env_->config.cleanup = model_cleanup_config();
+    env_->config.free_limit = 0;
+    const std::string db = env_->config.state_dir + "/layerd.db";
     int checked = 0, total_snapshots = 0, orphan_dirs = 0, stuck_after_kill = 0;
+    int child_cleanups = 0, child_oldest_deletes = 0; // started in the children (the kill may cut them short)
     std::vector<std::string> leftovers; // half-done layer states recovery did not finish
     std::set<int64_t> leftover_ids;
 
@@ -1949,6 +1342,10 @@ TEST_F(SnapshotTest, SigkillAtRandomMomentsLeavesEverySnapshotWhole)
             ::waitpid(pid, &status, 0);
         }
         std::string child_log = read_file(log);
+        for (size_t at = 0; (at = child_log.find("op cleanup\n", at)) != std::string::npos; ++at)
+            ++child_cleanups;
+        for (size_t at = 0; (at = child_log.find("op delete oldest\n", at)) != std::string::npos; ++at)
+            ++child_oldest_deletes;
         bool killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
         EXPECT_TRUE(killed) << "the child ended by itself (status " << status << ") after " << delay_ms
                             << " ms:\n" << child_log;
@@ -1984,12 +1381,8 @@ TEST_F(SnapshotTest, SigkillAtRandomMomentsLeavesEverySnapshotWhole)
                                         std::string(to_string(l.state)) + " after recovery");
                 db_dirs.insert(std::to_string(l.id));
             }
-            if (DIR* d = ::opendir(env_->layers_root().c_str())) {
-                while (dirent* e = ::readdir(d))
-                    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
-                        disk_dirs.insert(e->d_name);
-                ::closedir(d);
-            }
+            for (const std::string& name : dir_names(env_->layers_root()))
+                disk_dirs.insert(name);
             for (const std::string& id : db_dirs)
                 EXPECT_TRUE(disk_dirs.count(id)) << "layer " << id << " is in the database but has no dir";
             for (const std::string& id : disk_dirs) {
@@ -1998,16 +1391,32 @@ TEST_F(SnapshotTest, SigkillAtRandomMomentsLeavesEverySnapshotWhole)
                 // An empty dir of a create that died before its commit is
                 // tolerated: the implementation reuses it for the next layer
                 // (SQLite gives the same id again). Anything in it is not.
-                std::vector<std::string> inside;
-                if (DIR* d = ::opendir((env_->layers_root() + "/" + id).c_str())) {
-                    while (dirent* e = ::readdir(d))
-                        if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
-                            inside.emplace_back(e->d_name);
-                    ::closedir(d);
-                }
+                std::vector<std::string> inside = dir_names(env_->layers_root() + "/" + id);
                 ++orphan_dirs;
                 EXPECT_TRUE(inside.empty()) << "layer dir " << id << " is not in the database and holds "
                                             << inside.size() << " entries (left by the crash)";
+            }
+            // Cleanup takes what the crash left (abandoned layers, the empty
+            // dir of a create that died before its commit, merge leftovers)
+            // and keeps every snapshot it does not delete whole.
+            try {
+                CleanupResult cr = stack().cleanup(std::nullopt, static_cast<int64_t>(std::time(nullptr)) + 1);
+                std::string failures;
+                for (const std::string& f : cr.failures)
+                    failures += "\n  " + f;
+                EXPECT_EQ(failures, "") << "cleanup after recovery";
+                problems = check_snapshots("after recovery and cleanup");
+                EXPECT_EQ(problems, "") << "killed after " << delay_ms << " ms";
+                serious |= !problems.empty();
+                std::set<std::string> known;
+                for (const LayerRecord& l : store().list_layers(kStack))
+                    known.insert(std::to_string(l.id));
+                for (const std::string& name : dir_names(env_->layers_root()))
+                    EXPECT_TRUE(known.count(name))
+                        << "layer dir " << name << " is still there after cleanup, unknown to the database";
+            } catch (const std::exception& e) {
+                ADD_FAILURE() << "cleanup after recovery: " << describe(e);
+                serious = true;
             }
             // The live view is readable, and the stack still works.
             Tree t;
@@ -2032,6 +1441,8 @@ TEST_F(SnapshotTest, SigkillAtRandomMomentsLeavesEverySnapshotWhole)
     std::printf("%d runs, %d checked in the parent, %d snapshot views read, %d empty layer dirs found outside the "
                 "database after recovery, %d children needed their FUSE connection aborted to die\n",
                 runs, checked, total_snapshots, orphan_dirs, stuck_after_kill);
+    std::printf("the children started %d cleanups and %d deletes of their oldest snapshot\n", child_cleanups,
+                child_oldest_deletes);
     std::string all;
     for (const std::string& l : leftovers)
         all += "\n  " + l;
