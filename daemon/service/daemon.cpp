@@ -2,6 +2,7 @@
 #include "daemon.hpp"
 
 #include "bus_error.hpp"
+#include "config_diff.hpp"
 #include "log.hpp"
 
 #include <poll.h>
@@ -32,11 +33,6 @@ int64_t monotonic_usec()
 void notify_status(const std::string& status)
 {
     sd_notify(0, ("STATUS=" + status).c_str());
-}
-
-bool same_place(const StackDefinition& a, const StackDefinition& b)
-{
-    return a.mountpoint == b.mountpoint && a.lowers == b.lowers && a.upper == b.upper;
 }
 
 } // namespace
@@ -101,45 +97,66 @@ void Daemon::mount_boot_stacks()
 
 void Daemon::reload()
 {
-    Config config = load();
-    if (config.global_failed)
-        return; // keep what runs; the error is logged
-    if (config.global.state_dir != state_dir_)
-        log(LOG_WARNING, fmt::format("state_dir changed to {}: that takes a restart; {} stays in use",
-                                     config.global.state_dir, state_dir_));
-    std::set<std::string> seen;
-    for (auto& d : config.stacks) {
-        seen.insert(d.name);
-        auto it = stacks_.find(d.name);
-        if (it == stacks_.end()) {
-            log(LOG_INFO, "added by the reload", d.name);
-            add_stack(std::move(d));
-            continue;
+    Config now = load();
+    if (now.global_failed)
+        throw ServiceError(ErrorKind::InvalidArgument,
+                           "layerd.yaml is not valid (see the log): nothing was reloaded");
+    // What is in force: every stack's definition as last accepted.
+    Config old;
+    old.global.state_dir = state_dir_;
+    for (const auto& [name, stack] : stacks_)
+        old.stacks.push_back(stack->definition());
+    ConfigChange change = diff(old, now);
+    std::vector<std::string> refusals;
+    if (!change.global_keys.empty())
+        refusals.push_back(restart_refusal(change));
+
+    std::map<std::string, StackDefinition> defined;
+    for (auto& d : now.stacks)
+        defined.emplace(d.name, std::move(d));
+    for (const StackChange& c : change.stacks) {
+        auto it = stacks_.find(c.name);
+        switch (c.kind) {
+        case StackChange::Kind::added:
+            log(LOG_INFO, "added by the reload", c.name);
+            add_stack(std::move(defined.at(c.name)));
+            break;
+        case StackChange::Kind::invalid:
+            // Its file is bad now (the error is logged): the stack keeps
+            // the definition it had.
+            break;
+        case StackChange::Kind::changed: {
+            ManagedStack& stack = *it->second;
+            if (stack.is_mounted() && c.needs_remount()) {
+                refusals.push_back(remount_refusal(c));
+                break;
+            }
+            stack.set_definition(std::move(defined.at(c.name)));
+            if (auto o = objects_.find(c.name); o != objects_.end() && !stack.is_mounted())
+                o->second->definition_changed();
+            break;
         }
-        ManagedStack& stack = *it->second;
-        if (stack.is_mounted() && !same_place(stack.active(), d))
-            log(LOG_NOTICE, "its mountpoint or layers changed: that applies at the next mount", d.name);
-        stack.set_definition(std::move(d));
-        if (auto o = objects_.find(stack.name()); o != objects_.end() && !stack.is_mounted())
-            o->second->definition_changed();
+        case StackChange::Kind::removed: {
+            auto o = objects_.find(c.name);
+            if (it->second->is_mounted() || (o != objects_.end() && !o->second->idle())) {
+                refusals.push_back(fmt::format("stack '{}' is no longer configured but is mounted: run 'layerctl "
+                                               "unmount {}' and reload again",
+                                               c.name, c.name));
+                break;
+            }
+            if (o != objects_.end())
+                objects_.erase(o);
+            stacks_.erase(it);
+            log(LOG_INFO, "removed by the reload", c.name);
+            break;
+        }
+        }
     }
-    for (auto it = stacks_.begin(); it != stacks_.end();) {
-        const std::string name = it->first;
-        if (seen.count(name)) {
-            ++it;
-            continue;
-        }
-        auto o = objects_.find(name);
-        if (it->second->is_mounted() || (o != objects_.end() && !o->second->idle())) {
-            log(LOG_NOTICE, "no longer configured, but mounted or busy: it goes at a reload after it is unmounted",
-                name);
-            ++it;
-            continue;
-        }
-        if (o != objects_.end())
-            objects_.erase(o);
-        it = stacks_.erase(it);
-        log(LOG_INFO, "removed by the reload", name);
+    if (!refusals.empty()) {
+        std::string all;
+        for (const std::string& r : refusals)
+            all += (all.empty() ? "" : "; ") + r;
+        throw ServiceError(ErrorKind::Busy, "the rest is reloaded, but " + all);
     }
 }
 

@@ -684,15 +684,59 @@ TEST_F(Daemon, SighupReloadsTheConfiguration)
     two->callMethod("Mount").onInterface("org.layerd1.Stack");
     EXPECT_TRUE(is_mounted(env_.path("mnt2")));
     EXPECT_EQ(read_text(env_.path("mnt2/a.txt")), "lower a\n");
-    // Gone from the config while mounted: it stays until unmounted.
+    // Gone from the config while mounted: the reload refuses to drop it
+    // and says what to do; it stays, mounted, until unmounted.
     ::unlink(env_.path("cfg/stacks.d/two.yaml").c_str());
-    manager.Reload();
+    std::string refused;
+    try {
+        manager.Reload();
+    } catch (const sdbus::Error& e) {
+        refused = e.getName() + ": " + e.getMessage();
+    }
+    EXPECT_NE(refused.find("org.layerd1.Error.Busy: "), std::string::npos) << refused;
+    EXPECT_NE(refused.find("layerctl unmount two"), std::string::npos) << refused;
     EXPECT_EQ(manager.ListStacks().size(), 2u);
+    EXPECT_TRUE(is_mounted(env_.path("mnt2")));
     two->callMethod("Unmount").onInterface("org.layerd1.Stack");
     EXPECT_FALSE(is_mounted(env_.path("mnt2")));
     manager.Reload();
     EXPECT_EQ(manager.ListStacks().size(), 1u);
     EXPECT_EQ(error_of([&] { manager.GetStack("two"); }), "org.layerd1.Error.NoSuchStack");
+}
+
+TEST_F(Daemon, ReloadRefusesAChangeThatNeedsARemountOfAMountedStack)
+{
+    auto bus = connect();
+    Manager manager(*bus, nullptr);
+    Stack stack(*bus, nullptr);
+    ASSERT_TRUE(stack.Mounted());
+    const std::string before = stack.Mountpoint();
+    ::mkdir(env_.path("elsewhere").c_str(), 0755);
+    // A new mountpoint, and a key a mounted stack can take as it is.
+    write_text(env_.path("cfg/stacks.d/demo.yaml"), "mountpoint: " + env_.path("elsewhere") + "\nlowers: [" +
+                                                        env_.path("lower") + "]\nboot: true\n");
+    std::string refused;
+    try {
+        manager.Reload();
+    } catch (const sdbus::Error& e) {
+        refused = e.getName() + ": " + e.getMessage();
+    }
+    EXPECT_NE(refused.find("org.layerd1.Error.Busy: "), std::string::npos) << refused;
+    EXPECT_NE(refused.find("mountpoint"), std::string::npos) << refused;
+    EXPECT_NE(refused.find("remount"), std::string::npos) << refused;
+    // Nothing moved: still mounted where it was, serving the same files.
+    EXPECT_TRUE(stack.Mounted());
+    EXPECT_EQ(stack.Mountpoint(), before);
+    EXPECT_TRUE(is_mounted(before));
+    EXPECT_EQ(read_text(before + "/a.txt"), "lower a\n");
+    // Unmounted, the same reload goes through and the next mount uses it.
+    stack.Unmount();
+    manager.Reload();
+    EXPECT_EQ(stack.Mountpoint(), env_.path("elsewhere"));
+    stack.Mount();
+    EXPECT_TRUE(is_mounted(env_.path("elsewhere")));
+    EXPECT_FALSE(is_mounted(before));
+    stack.Unmount();
 }
 
 TEST(DaemonStart, BadStackFilesAndMissingDirsDoNotStopTheOthers)
