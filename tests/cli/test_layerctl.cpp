@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,12 @@ Result layerctl(const std::vector<std::string>& args, bool as_nobody = false)
     const char* binary = std::getenv("LAYERCTL");
     if (!binary)
         throw std::runtime_error("$LAYERCTL is not set (run through meson test)");
+    // Opened here, as root: nobody may not be able to search the dirs of
+    // the build tree (a clone in a 0700 temp dir), and exec by fd needs no
+    // path.
+    int exe = ::open(binary, O_RDONLY | O_CLOEXEC);
+    if (exe < 0)
+        throw std::runtime_error(std::string("open ") + binary + ": " + std::strerror(errno));
     int out[2], err[2];
     if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0)
         throw std::runtime_error("pipe2 failed");
@@ -62,9 +69,10 @@ Result layerctl(const std::vector<std::string>& args, bool as_nobody = false)
         for (const auto& a : args)
             argv.push_back(const_cast<char*>(a.c_str()));
         argv.push_back(nullptr);
-        ::execv(binary, argv.data());
+        ::fexecve(exe, argv.data(), environ);
         ::_exit(127);
     }
+    ::close(exe);
     ::close(out[1]);
     ::close(err[1]);
     Result r;
