@@ -125,13 +125,26 @@ int Overlay::build_copy_of(const Node& node, const Stack& stack, bool with_data,
     return set_times(fd, times);
 }
 
+std::shared_ptr<const View> Overlay::view_with_upper(const std::shared_ptr<const View>& old,
+                                                     const std::shared_ptr<const View>& current)
+{
+    const std::shared_ptr<Layer>& upper = current->layers.front();
+    if (old->index_of(*upper) < old->layers.size())
+        return old;
+    auto own = std::make_shared<View>(*old); // same generation: still detached
+    own->layers.insert(own->layers.begin(), upper);
+    return own;
+}
+
 void Overlay::publish_copy(Node& node, const Stack& old, const std::shared_ptr<const View>& view, UniqueFd copy,
                            const struct stat& ust, bool orphan, std::string lower_path)
 {
     const Layer* upper = view->upper();
     auto next = std::make_shared<Stack>();
-    // An orphan stays in the view it came from: it never joins another.
-    next->view = orphan ? old.view : view;
+    // An orphan stays in the view it came from: it never joins another. But
+    // its copy lives in the current upper, which a later rollback may drop
+    // from every current view: its own view keeps that layer alive.
+    next->view = orphan ? view_with_upper(old.view, view) : view;
     next->entries.reserve(S_ISDIR(ust.st_mode) ? old.entries.size() + 1 : 1);
     Backing up{upper, ust.st_dev, ust.st_ino, std::make_shared<BackingObject>(fds_, *upper, ust.st_dev, ust.st_ino)};
     if (orphan)

@@ -207,6 +207,11 @@ int Overlay::remove_entry(const std::shared_ptr<Node>& parent, const char* name,
         return 0;
     }
     std::string tmp = temp_name();
+    // Gone from the view: what is left of it is the node's alone.
+    auto removed = [&](int r) {
+        note_removed(*child);
+        return r;
+    };
     if (whiteout) {
         // Swap the entry with a fresh whiteout in one step, then drop it.
         if (int r = make_whiteout(work, tmp.c_str()); r < 0)
@@ -216,16 +221,34 @@ int Overlay::remove_entry(const std::shared_ptr<Node>& parent, const char* name,
             ::unlinkat(work, tmp.c_str(), 0);
             return err;
         }
-        return remove_tree_at(work, tmp.c_str());
+        return removed(remove_tree_at(work, tmp.c_str()));
     }
     if (::unlinkat(pfd, name, dir ? AT_REMOVEDIR : 0) == 0)
-        return 0;
+        return removed(0);
     if (!dir || errno != ENOTEMPTY)
         return -errno;
     // An upper-only dir that still holds whiteouts: move it out, then remove.
     if (::renameat(pfd, name, work, tmp.c_str()) != 0)
         return -errno;
-    return remove_tree_at(work, tmp.c_str());
+    return removed(remove_tree_at(work, tmp.c_str()));
+}
+
+void Overlay::note_removed(Node& node)
+{
+    // A lower object keeps its names in its layer but is gone from the view.
+    // An upper one is gone when its last link went; with links left (a hard
+    // link elsewhere) it is still reachable. Either way, once gone, a later
+    // copy-up (after a snapshot froze its layer) must make a nameless copy,
+    // never put the object back under a name the view has given away.
+    std::shared_ptr<const Stack> stack = node.stack();
+    bool gone = !stack->in_upper();
+    if (!gone) {
+        FdLease fd = fd_of(stack->top());
+        struct stat st;
+        gone = !fd || stat_fd(fd.get(), &st) < 0 || st.st_nlink == 0 || S_ISDIR(st.st_mode);
+    }
+    if (gone)
+        node.unlinked = true;
 }
 
 int Overlay::rename_entry(const std::shared_ptr<Node>& op, const char* name, const std::shared_ptr<Node>& np,
@@ -337,8 +360,8 @@ int Overlay::rename_entry(const std::shared_ptr<Node>& op, const char* name, con
         }
         if (r < 0)
             return r;
-        if (target && !target->stack()->in_upper())
-            target->unlinked = true;
+        if (target)
+            note_removed(*target);
     }
     src->set_place(np, newname);
     if (flags & RENAME_EXCHANGE)

@@ -183,6 +183,10 @@ private:
     // Builds a copy of the node's top object as work/tmp, with its metadata.
     int build_copy_of(const Node& node, const Stack& stack, bool with_data, const std::string& tmp, UniqueFd* copy,
                       struct stat* st);
+    // OLD's layers under CURRENT's upper (OLD itself when it has it): the
+    // view of an orphan's copy, which must keep the layer it lives in.
+    static std::shared_ptr<const View> view_with_upper(const std::shared_ptr<const View>& old,
+                                                       const std::shared_ptr<const View>& current);
     // Makes the copy the node's top object (an orphan has no name left).
     void publish_copy(Node& node, const Stack& old, const std::shared_ptr<const View>& view, UniqueFd copy,
                       const struct stat& ust, bool orphan, std::string lower_path);
@@ -197,6 +201,9 @@ private:
     int rename_entry(const std::shared_ptr<Node>& op, const char* name, const std::shared_ptr<Node>& np,
                      const char* newname, unsigned flags);
     int merged_dir_is_empty(const Stack& dir) const;
+    // NODE's entry left the view (unlink, rmdir, replaced by a rename):
+    // marks it unlinked once nothing of the view reaches its object.
+    void note_removed(Node& node);
     int clear_upper_dir(int parent_fd, const char* name);
 
     // --- readdir.cpp

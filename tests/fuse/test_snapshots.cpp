@@ -759,6 +759,43 @@ TEST_F(SnapshotTest, FdOpenedBeforeRollbackKeepsOldDataNewOpenSeesSnapshot)
 // 2b. Writes through fds and a shared mapping opened before create_snapshot
 // (and before a second one) go to the new live layer; the frozen layers stay
 // byte for byte what they were.
+// A file of the live layer removed while open (unlinked, or replaced by a
+// rename) is gone from the view; once a snapshot freezes its layer, a write
+// through the open fd must go to a nameless copy. It once copied the file
+// up under its old name: back from the dead, or EEXIST from the writeback
+// (and every later syncfs) where the name was taken again.
+TEST_F(SnapshotTest, FileRemovedWhileOpenStaysGoneAfterASnapshot)
+{
+    ASSERT_EQ(write_path(mnt("/gone"), "first"), 0);
+    ASSERT_EQ(write_path(mnt("/target"), "old target"), 0);
+    ASSERT_EQ(write_path(mnt("/source"), "new target"), 0);
+    Fd unlinked(::open(mnt("/gone").c_str(), O_RDWR | O_CLOEXEC));
+    Fd replaced(::open(mnt("/target").c_str(), O_RDWR | O_CLOEXEC));
+    ASSERT_GE(unlinked.fd, 0);
+    ASSERT_GE(replaced.fd, 0);
+    ASSERT_EQ(::unlink(mnt("/gone").c_str()), 0);
+    ASSERT_EQ(::rename(mnt("/source").c_str(), mnt("/target").c_str()), 0);
+    uint32_t n = create("after the removals");
+
+    ASSERT_EQ(::pwrite(unlinked.fd, "X", 1, 0), 1);
+    ASSERT_EQ(::pwrite(replaced.fd, "Y", 1, 0), 1);
+    EXPECT_EQ(::fsync(unlinked.fd), 0) << errno_text(errno);
+    EXPECT_EQ(::fsync(replaced.fd), 0) << errno_text(errno);
+    sync_mount();
+    struct stat st;
+    EXPECT_NE(::lstat(mnt("/gone").c_str(), &st), 0) << "a file unlinked while open came back";
+    std::string target;
+    EXPECT_EQ(read_path(mnt("/target"), &target), 0);
+    EXPECT_EQ(target, "new target");
+    EXPECT_EQ(pread_all(unlinked.fd), "Xirst");
+    EXPECT_EQ(pread_all(replaced.fd), "Yld target");
+    Tree frozen = snapshot(n);
+    EXPECT_EQ(frozen.count("/gone"), 0u);
+    EXPECT_EQ(frozen["/target"].data, "new target");
+    // And the next snapshot's freeze sees no write-back error either.
+    EXPECT_NO_THROW(create("the next one"));
+}
+
 TEST_F(SnapshotTest, WriteThroughFdOpenedBeforeSnapshotLeavesFrozenLayerUnchanged)
 {
     ASSERT_EQ(write_path(mnt("/w"), "one"), 0);
