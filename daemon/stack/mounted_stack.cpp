@@ -552,11 +552,14 @@ MountedStack::Views MountedStack::open_views(uint32_t a, uint32_t b)
         views.fds.push_back(open_dir_or_fail(path, O_PATH));
         return views.fds.back().get();
     };
+    views.fds.reserve(config_.lowers.size() + ca.size() + cb.size());
     std::vector<int> lowers;
+    lowers.reserve(config_.lowers.size());
     for (const auto& l : config_.lowers)
         lowers.push_back(open_dir(l));
     auto view_of = [&](const std::vector<int64_t>& chain) {
         std::vector<int> v;
+        v.reserve(chain.size() + lowers.size());
         for (int64_t l : chain)
             v.push_back(open_dir(layer_dir(l)));
         v.insert(v.end(), lowers.begin(), lowers.end());
