@@ -464,18 +464,8 @@ TEST(LayerctlNoDaemon, NoBusAtTheAddress)
 
 int main(int argc, char** argv)
 {
-    if (geteuid() != 0) {
-        std::fprintf(stderr, "SKIP: layerctl's end-to-end tests run layerd, which mounts FUSE stacks: need root\n");
-        return 77;
-    }
-    if (access("/dev/fuse", R_OK | W_OK) != 0) {
-        std::fprintf(stderr, "SKIP: /dev/fuse is not usable here\n");
-        return 77;
-    }
-    if (layerd::test::run_shell("command -v dbus-daemon >/dev/null; echo $?") != "0\n") {
-        std::fprintf(stderr, "SKIP: dbus-daemon is not installed\n");
-        return 77;
-    }
+    if (int skip = layerd::test::skip_unless_daemon_runs("layerctl's end-to-end tests", {"dbus-daemon"}); skip != 0)
+        return skip;
     ::testing::InitGoogleTest(&argc, argv);
     return RUN_ALL_TESTS();
 }

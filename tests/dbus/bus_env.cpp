@@ -94,6 +94,25 @@ void write_text(const std::string& path, const std::string& text)
         throw std::runtime_error("cannot write " + path);
 }
 
+int skip_unless_daemon_runs(const char* what, const std::vector<std::string>& tools)
+{
+    if (::geteuid() != 0) {
+        std::fprintf(stderr, "SKIP: %s run layerd, which mounts FUSE stacks: need root\n", what);
+        return 77;
+    }
+    if (::access("/dev/fuse", R_OK | W_OK) != 0) {
+        std::fprintf(stderr, "SKIP: /dev/fuse is not usable here\n");
+        return 77;
+    }
+    for (const std::string& tool : tools) {
+        if (run_shell("command -v " + tool + " >/dev/null; echo $?") != "0\n") {
+            std::fprintf(stderr, "SKIP: %s is not installed\n", tool.c_str());
+            return 77;
+        }
+    }
+    return 0;
+}
+
 std::string read_text(const std::string& path)
 {
     std::ifstream in(path);

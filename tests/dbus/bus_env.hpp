@@ -19,6 +19,10 @@ std::string read_all(int fd);
 void write_text(const std::string& path, const std::string& text);
 std::string read_text(const std::string& path);
 bool is_mounted(const std::string& path);
+// 0 when this machine can run layerd on a private bus: root, /dev/fuse and
+// every one of TOOLS on the PATH. Otherwise prints "SKIP: WHAT ..." with the
+// reason and returns 77, the exit code meson reads as skipped.
+int skip_unless_daemon_runs(const char* what, const std::vector<std::string>& tools);
 
 class BusEnv {
 public:

@@ -880,20 +880,8 @@ TEST(DaemonCleanup, NumberCleanupDeletesBeyondTheLimit)
 
 int main(int argc, char** argv)
 {
-    if (geteuid() != 0) {
-        std::fprintf(stderr, "SKIP: the D-Bus daemon tests mount FUSE stacks and need root\n");
-        return 77;
-    }
-    if (access("/dev/fuse", R_OK | W_OK) != 0) {
-        std::fprintf(stderr, "SKIP: /dev/fuse is not usable here\n");
-        return 77;
-    }
-    for (const char* tool : {"dbus-daemon", "busctl"}) {
-        if (layerd::test::run_shell(std::string("command -v ") + tool + " >/dev/null; echo $?") != "0\n") {
-            std::fprintf(stderr, "SKIP: %s is not installed\n", tool);
-            return 77;
-        }
-    }
+    if (int skip = layerd::test::skip_unless_daemon_runs("the D-Bus daemon tests", {"dbus-daemon", "busctl"}); skip != 0)
+        return skip;
     ::testing::InitGoogleTest(&argc, argv);
     return RUN_ALL_TESTS();
 }

@@ -902,18 +902,8 @@ TEST(DaemonLoad, EightClientsAndAWriterFor30Seconds)
 
 int main(int argc, char** argv)
 {
-    if (geteuid() != 0) {
-        std::fprintf(stderr, "SKIP: the D-Bus load test mounts a FUSE stack and needs root\n");
-        return 77;
-    }
-    if (access("/dev/fuse", R_OK | W_OK) != 0) {
-        std::fprintf(stderr, "SKIP: /dev/fuse is not usable here\n");
-        return 77;
-    }
-    if (layerd::test::run_shell("command -v dbus-daemon >/dev/null; echo $?") != "0\n") {
-        std::fprintf(stderr, "SKIP: dbus-daemon is not installed\n");
-        return 77;
-    }
+    if (int skip = layerd::test::skip_unless_daemon_runs("the D-Bus load tests", {"dbus-daemon"}); skip != 0)
+        return skip;
     ::testing::InitGoogleTest(&argc, argv);
     return RUN_ALL_TESTS();
 }
