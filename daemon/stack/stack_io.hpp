@@ -21,7 +21,9 @@ UniqueFd open_dir_or_fail(const std::string& path, int flags);
 
 // The kernel's dirty pages into the live layer, from the calling thread,
 // which must serve no request: through the root of the mount, the only path
-// the daemon ever opens on it.
+// the daemon ever opens on it. A page whose write-back the engine refused is
+// its file's error, which its writer gets from fsync() or close(); syncfs()
+// reports it too, for any file of the mount, so that result is not ours.
 void sync_mount(const std::string& mountpoint);
 
 } // namespace layerd
