@@ -102,6 +102,20 @@ std::shared_ptr<Layer> LayerSet::open_layer(const std::string& what, const std::
     return layer;
 }
 
+std::shared_ptr<Layer> LayerSet::reopen_layer(const Layer& layer, bool writable)
+{
+    auto copy = std::make_shared<Layer>();
+    copy->root = UniqueFd(::fcntl(layer.root.get(), F_DUPFD_CLOEXEC, 0));
+    if (!copy->root)
+        fail("layer", layer.path, std::strerror(errno));
+    copy->mount_fd = open_readable("layer", layer.path, copy->root.get());
+    copy->path = layer.path;
+    copy->dev = layer.dev;
+    copy->ino = layer.ino;
+    copy->writable = writable;
+    return copy;
+}
+
 namespace {
 
 constexpr const char volatile_marker_dir[] = "incompat";

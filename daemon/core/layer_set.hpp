@@ -50,6 +50,9 @@ public:
 
     // Opens one layer directory ("what" names it in errors); throws LayerError.
     static std::shared_ptr<Layer> open_layer(const std::string& what, const std::string& path, bool writable);
+    // A new Layer on LAYER's directory, through its fds and never its path:
+    // the path may lead into a mount over it by now. Throws LayerError.
+    static std::shared_ptr<Layer> reopen_layer(const Layer& layer, bool writable);
 
     const Layer* upper() const { return layers.front()->writable ? layers.front().get() : nullptr; }
     // The inode number the overlay shows for object `ino` of `layer`.

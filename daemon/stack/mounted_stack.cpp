@@ -251,7 +251,13 @@ void MountedStack::mount()
     lc.mountpoint = config_.mountpoint;
     fs::OverlayOptions options;
     options.xattr_format = config_.xattr_format;
-    overlay_ = std::make_unique<fs::Overlay>(LayerSet::open(lc), options);
+    LayerSet layers = LayerSet::open(lc);
+    // The configured lowers as opened now, before the mount may cover one of
+    // them (/etc over /etc): rollbacks and diffs reach them through these.
+    lowers_.clear();
+    for (size_t i = layers.layers.size() - config_.lowers.size(); i < layers.layers.size(); ++i)
+        lowers_.push_back(LayerSet::reopen_layer(*layers.layers[i], false));
+    overlay_ = std::make_unique<fs::Overlay>(std::move(layers), options);
 
     fs::MountConfig mc;
     mc.mountpoint = config_.mountpoint;
@@ -408,8 +414,8 @@ try {
         layers.push_back(LayerSet::open_layer("layer", layer_dir(id), true));
         for (int64_t l : chain_of(snap->layer))
             layers.push_back(LayerSet::open_layer("layer", layer_dir(l), false));
-        for (const auto& lower : config_.lowers)
-            layers.push_back(LayerSet::open_layer("lowerdir", lower, false));
+        for (const auto& lower : lowers_)
+            layers.push_back(LayerSet::reopen_layer(*lower, false));
     } catch (const LayerError& e) {
         throw SnapshotError(SnapshotError::Kind::Io, e.what());
     }
@@ -551,11 +557,11 @@ MountedStack::Views MountedStack::open_views(uint32_t a, uint32_t b)
         views.fds.push_back(open_dir_or_fail(path, O_PATH));
         return views.fds.back().get();
     };
-    views.fds.reserve(config_.lowers.size() + ca.size() + cb.size());
+    views.fds.reserve(ca.size() + cb.size());
     std::vector<int> lowers;
-    lowers.reserve(config_.lowers.size());
-    for (const auto& l : config_.lowers)
-        lowers.push_back(open_dir(l));
+    lowers.reserve(lowers_.size());
+    for (const auto& l : lowers_)
+        lowers.push_back(l->root.get());
     auto view_of = [&](const std::vector<int64_t>& chain) {
         std::vector<int> v;
         v.reserve(chain.size() + lowers.size());

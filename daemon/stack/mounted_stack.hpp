@@ -170,6 +170,8 @@ private:
     StackConfig config_;
     std::string stack_dir_;
     std::vector<std::string> recovery_notes_;
+    // The configured lowers, top first, opened before the mount.
+    std::vector<std::shared_ptr<const Layer>> lowers_;
     std::unique_ptr<fs::Overlay> overlay_;
     std::thread loop_;
     std::atomic<bool> loop_done_{false};

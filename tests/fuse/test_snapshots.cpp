@@ -1076,6 +1076,39 @@ TEST_F(SnapshotDiffTest, DiffListsExactlyTheChangedPathsWithTheirFlags)
     expect_diff(c, b, reversed(bc));
 }
 
+// /etc over /etc: the stack's mountpoint is its own lower. Diffs and live
+// rollbacks must reach the lower through what the stack opened before it
+// mounted, never by its path, which now leads into the mount itself.
+TEST_F(SnapshotDiffTest, AStackMountedOverItsOwnLowerDiffsAndRollsBackOverTheRealLower)
+{
+    ASSERT_EQ(env_->unmount(), "");
+    env_->config.mountpoint = env_->config.lowers.front();
+    Fd real_lower(::open(env_->config.lowers.front().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    ASSERT_GE(real_lower.fd, 0) << errno_text(errno);
+    ASSERT_EQ(env_->mount(), "");
+
+    uint32_t a = create("A");
+    ASSERT_EQ(write_path(mnt("/new"), "n"), 0);
+    ASSERT_EQ(write_path(mnt("/a"), "ALPHA"), 0);
+    uint32_t b = create("B");
+    expect_diff(a, b, {{"/a", "c....."}, {"/new", "+....."}});
+    expect_diff(b, 0, {});
+
+    try {
+        stack().rollback(a, false, 0);
+    } catch (const std::exception& e) {
+        FAIL() << "live rollback to " << a << ": " << describe(e);
+    }
+    EXPECT_EQ(tree_mismatch(StackEnv::initial_tree(), live()), "");
+    expect_diff(b, 0, {{"/a", "c....."}, {"/new", "-....."}});
+    // The writes went to the upper: the lower under the mount is as it was.
+    struct stat st;
+    EXPECT_NE(::fstatat(real_lower.fd, "new", &st, AT_SYMLINK_NOFOLLOW), 0) << "/new reached the real lower";
+    std::string data;
+    ASSERT_EQ(read_path("/proc/self/fd/" + std::to_string(real_lower.fd) + "/a", &data), 0);
+    EXPECT_EQ(data, "alpha\n");
+}
+
 // Deleting the newest snapshot merges its layer into the live upper (its
 // only child) while the mount serves it: the live view must go on working
 // (the model tests' EEXIST failures, reduced).
