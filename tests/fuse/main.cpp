@@ -16,6 +16,9 @@ int main(int argc, char** argv)
         std::fprintf(stderr, "SKIP: /dev/fuse is not usable here\n");
         return 77;
     }
+    // Line-buffered even into meson's log file: a suite killed on its
+    // timeout (SIGTERM, then SIGKILL) keeps everything printed before.
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);
     ::testing::InitGoogleTest(&argc, argv);
     return RUN_ALL_TESTS();
 }

@@ -306,21 +306,6 @@ std::string pread_all(int fd)
 
 // ------------------------------------------------------------ mount table
 
-int mounted_connection(const std::string& mountpoint)
-{
-    std::ifstream in("/proc/self/mountinfo");
-    std::string line;
-    int found = -1;
-    while (std::getline(in, line)) {
-        std::istringstream ls(line);
-        std::string id, parent, devno, root, mp;
-        ls >> id >> parent >> devno >> root >> mp;
-        if (mp == mountpoint)
-            found = std::stoi(devno.substr(devno.find(':') + 1));
-    }
-    return found;
-}
-
 bool is_mounted(const std::string& mountpoint)
 {
     return mounted_connection(mountpoint) >= 0;
@@ -334,25 +319,6 @@ int force_unmount(const std::string& mountpoint)
         ::umount2(mountpoint.c_str(), MNT_DETACH);
     }
     return n;
-}
-
-
-std::string ensure_fusectl()
-{
-    const char* dir = "/sys/fs/fuse/connections";
-    std::ifstream in("/proc/self/mounts");
-    std::string line;
-    while (std::getline(in, line)) {
-        std::istringstream ls(line);
-        std::string source, target, type;
-        ls >> source >> target >> type;
-        if (target == dir && type == "fusectl")
-            return "";
-    }
-    if (::mount("fusectl", dir, "fusectl", 0, nullptr) != 0 && errno != EBUSY)
-        return std::string("mounting fusectl on ") + dir + ": " + errno_text(errno) +
-               " (a dead FUSE connection cannot be aborted; a SIGKILLed server may then never die)";
-    return "";
 }
 
 const char* kind_name(SnapshotError::Kind kind)

@@ -95,16 +95,12 @@ struct Fd {
 
 // ------------------------------------------------------------ mount table
 
-// The FUSE connection number of a mount at MOUNTPOINT, or -1 if none.
-int mounted_connection(const std::string& mountpoint);
+// mounted_connection(): mount_fixture.hpp.
 bool is_mounted(const std::string& mountpoint);
 // Tears down whatever is left at MOUNTPOINT: aborts the FUSE connection so
 // nothing can hang on it, then detaches. Returns how many mounts were there.
 int force_unmount(const std::string& mountpoint);
-// Mounts fusectl on /sys/fs/fuse/connections when nothing is there, so that
-// aborting a dead connection (teardown, MountedStack's unmount) works: with
-// it missing, a SIGKILLed FUSE server's waiting threads never die. "" or why not.
-std::string ensure_fusectl();
+// ensure_fusectl() and kill_and_reap(): mount_fixture.hpp.
 
 // "SnapshotError(Io): …", "StoreError: …", …: an exception for a message.
 std::string describe(const std::exception& e);

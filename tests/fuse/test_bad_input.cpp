@@ -34,39 +34,11 @@ extern char** environ;
 namespace layerd::test {
 namespace {
 
-struct MountEntry {
-    std::string mountpoint;
-    std::string fstype;
-    unsigned minor = 0;
-};
-
-std::vector<MountEntry> mounts()
-{
-    std::vector<MountEntry> out;
-    std::ifstream in("/proc/self/mountinfo");
-    std::string line;
-    while (std::getline(in, line)) {
-        std::istringstream ls(line);
-        std::string id, parent, devno, root, mp;
-        ls >> id >> parent >> devno >> root >> mp;
-        auto sep = line.find(" - ");
-        if (sep == std::string::npos)
-            continue;
-        std::istringstream rest(line.substr(sep + 3));
-        MountEntry e;
-        rest >> e.fstype;
-        e.mountpoint = mp;
-        e.minor = static_cast<unsigned>(std::stoul(devno.substr(devno.find(':') + 1)));
-        out.push_back(e);
-    }
-    return out;
-}
-
 // "mountpoint fstype" of every mount at or below dir, in mount order.
 std::vector<std::string> mounts_below(const std::string& dir)
 {
     std::vector<std::string> out;
-    for (const auto& m : mounts())
+    for (const auto& m : mount_table())
         if (m.mountpoint == dir || m.mountpoint.rfind(dir + "/", 0) == 0)
             out.push_back(m.mountpoint + " " + m.fstype);
     return out;
@@ -74,7 +46,7 @@ std::vector<std::string> mounts_below(const std::string& dir)
 
 bool layerd_mounted_at(const std::string& mp)
 {
-    for (const auto& m : mounts())
+    for (const auto& m : mount_table())
         if (m.mountpoint == mp && m.fstype == "fuse.layerd-fs")
             return true;
     return false;
@@ -201,7 +173,7 @@ protected:
         // it (all started by this test).
         for (int i = 0; i < 20; ++i) {
             std::vector<MountEntry> mine;
-            for (const auto& m : mounts())
+            for (const auto& m : mount_table())
                 if (m.mountpoint.rfind(root_ + "/", 0) == 0)
                     mine.push_back(m);
             if (mine.empty())

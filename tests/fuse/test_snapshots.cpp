@@ -1211,7 +1211,10 @@ struct Token {
     bool operator<=(const Token& o) const { return run < o.run || (run == o.run && i <= o.i); }
 };
 
-[[noreturn]] void crash_child(const StackConfig& config, const std::string& db, uint64_t seed, long run)
+// Logs every mount's FUSE connection to CONNECTIONS as soon as it is there
+// (log_connection()), so the parent can abort all it may hang on after the kill.
+[[noreturn]] void crash_child(const StackConfig& config, const std::string& db, const std::string& connections,
+                              uint64_t seed, long run)
 {
     auto die = [](const std::string& what) {
         std::fprintf(stderr, "child: %s\n", what.c_str());
@@ -1222,8 +1225,17 @@ struct Token {
         std::mt19937_64 rng(seed);
         auto uniform = [&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng); };
         SnapshotStore store = SnapshotStore::open(db);
-        auto stack = std::make_unique<MountedStack>(store, config);
         std::string m = config.mountpoint;
+        auto stack = std::make_unique<MountedStack>(store, config);
+        int connection = log_connection(connections, m);
+        // ~MountedStack unmounts (aborting a busy connection) and ends the
+        // server loop: the old connection can no longer hold the child.
+        auto mount_afresh = [&] {
+            stack.reset();
+            log_connection_gone(connections, connection);
+            stack = std::make_unique<MountedStack>(store, config);
+            connection = log_connection(connections, m);
+        };
         std::fprintf(stderr, "child %ld: mounted\n", run);
         int op_failures = 0;
         for (long i = 0;; ++i) {
@@ -1252,8 +1264,7 @@ struct Token {
                 if (remounted)
                     die(failed + " (also after a fresh mount)");
                 std::fprintf(stderr, "child %ld: %s; mounting afresh\n", run, failed.c_str());
-                stack.reset();
-                stack = std::make_unique<MountedStack>(store, config);
+                mount_afresh();
                 remounted = true;
             }
             // A syncfs that fails on a write-back the engine refused (the
@@ -1272,8 +1283,7 @@ struct Token {
                     stack->rollback(snaps[uniform(snaps.size())].number, false, 0);
                 } else if (op < 65) {
                     stack->rollback(snaps[uniform(snaps.size())].number, true, 0);
-                    stack.reset();
-                    stack = std::make_unique<MountedStack>(store, config);
+                    mount_afresh();
                 } else if (op < 78) {
                     // Deletes (merges), abandoned layers and leftovers.
                     auto algorithm = uniform(2) == 0 ? std::nullopt : std::optional(CleanupAlgorithm::number);
@@ -1297,8 +1307,7 @@ struct Token {
                 if (e.kind() != SnapshotError::Kind::Io || ++op_failures > 1)
                     throw;
                 std::fprintf(stderr, "child %ld: %s; mounting afresh\n", run, describe(e).c_str());
-                stack.reset();
-                stack = std::make_unique<MountedStack>(store, config);
+                mount_afresh();
             }
         }
     } catch (const std::exception& e) {
@@ -1379,6 +1388,7 @@ TEST_F(SnapshotTest, SigkillAtRandomMomentsLeavesEverySnapshotWhole)
         uint64_t child_seed = rng();
         int delay_ms = std::uniform_int_distribution<int>(5, 1200)(rng);
         std::string log = env_->root + "/child-" + std::to_string(run) + ".log";
+        std::string connections = env_->root + "/child-" + std::to_string(run) + ".connections";
         std::fflush(nullptr);
         pid_t pid = ::fork();
         ASSERT_GE(pid, 0);
@@ -1386,31 +1396,34 @@ TEST_F(SnapshotTest, SigkillAtRandomMomentsLeavesEverySnapshotWhole)
             int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
             if (fd >= 0)
                 ::dup2(fd, 2);
-            crash_child(env_->config, db, child_seed, run);
+            crash_child(env_->config, db, connections, child_seed, run);
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
-        ::kill(pid, SIGKILL);
-        int status = 0;
         // The child is its own FUSE server: a thread of it waiting on a
         // request its dead server thread had already read waits
-        // uninterruptibly, so SIGKILL alone cannot end it. Aborting the
-        // connection does (what a supervisor has to do for layerd too).
-        bool reaped = false;
-        for (int i = 0; i < 300 && !reaped; ++i) {
-            reaped = ::waitpid(pid, &status, WNOHANG) == pid;
-            if (!reaped)
-                std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        }
-        if (!reaped) {
+        // uninterruptibly, so SIGKILL alone may not end it. Aborting the
+        // connections it may wait on does (what a supervisor has to do for
+        // layerd too): every one it logged, also those it detached or
+        // replaced meanwhile, and whatever is mounted at the mountpoint.
+        ReapOptions reap;
+        reap.connection_log = connections;
+        reap.mountpoints = {env_->config.mountpoint};
+        Reaped k = kill_and_reap(pid, reap);
+        ASSERT_TRUE(k.reaped) << "the child did not die within " << k.seconds << " s of SIGKILL although "
+                              << k.aborted.size() << " FUSE connections were aborted (it logged "
+                              << logged_connections(connections).size()
+                              << " as live); left unreaped; its threads:" << k.stacks << k.problems;
+        EXPECT_EQ(k.problems, "") << "tearing the killed child's mounts down";
+        if (!k.aborted.empty()) {
             ++stuck_after_kill;
-            std::printf("run %d: the child stayed in uninterruptible sleep after SIGKILL (%s); aborting its FUSE "
-                        "connection\n",
-                        run, sh_out("head -3 /proc/" + std::to_string(pid) + "/task/*/stack 2>/dev/null | "
-                                    "grep -m3 -o 'fuse_[a-z_]*\\|request_wait_answer' | tr '\\n' ' '")
-                                 .c_str());
-            force_unmount(env_->config.mountpoint);
-            ::waitpid(pid, &status, 0);
+            std::string numbers;
+            for (unsigned n : k.aborted)
+                numbers += " " + std::to_string(n);
+            std::printf("run %d: the child still lived %d ms after SIGKILL (%s); aborted FUSE connections%s; "
+                        "reaped after %.2f s\n",
+                        run, static_cast<int>(reap.grace.count()), k.waits.c_str(), numbers.c_str(), k.seconds);
         }
+        int status = k.status;
         std::string child_log = read_file(log);
         for (size_t at = 0; (at = child_log.find("op cleanup\n", at)) != std::string::npos; ++at)
             ++child_cleanups;
@@ -1509,8 +1522,10 @@ TEST_F(SnapshotTest, SigkillAtRandomMomentsLeavesEverySnapshotWhole)
         }
     }
     std::printf("%d runs, %d checked in the parent, %d snapshot views read, %d empty layer dirs found outside the "
-                "database after recovery, %d children needed their FUSE connection aborted to die\n",
-                runs, checked, total_snapshots, orphan_dirs, stuck_after_kill);
+                "database after recovery, %d children needed their FUSE connections aborted to die (alive %d ms after "
+                "SIGKILL)\n",
+                runs, checked, total_snapshots, orphan_dirs, stuck_after_kill,
+                static_cast<int>(ReapOptions{}.grace.count()));
     std::printf("the children started %d cleanups and %d deletes of their oldest snapshot\n", child_cleanups,
                 child_oldest_deletes);
     std::string all;
