@@ -68,7 +68,7 @@ TEST(PackageDescription, PlainCommandLinesStayAsTheyAre)
 TEST(PackageDescription, ControlCharactersBecomeSpacesAndEndsAreTrimmed)
 {
     EXPECT_EQ(package_description("apt install a\nb\tc "), "apt install a b c");
-    EXPECT_EQ(package_description(std::string("dpkg\0-i\0x.deb\0", 15)), "dpkg -i x.deb");
+    EXPECT_EQ(package_description(std::string("dpkg\0-i\0x.deb\0", 14)), "dpkg -i x.deb");
     EXPECT_EQ(package_description("\n\t "), "");
     EXPECT_EQ(package_description("a\x7f"
                                   "b"),
