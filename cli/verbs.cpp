@@ -20,6 +20,7 @@ constexpr std::array table{
     Verb{"undo-change", "Restore paths from a snapshot into the live view", declare_undo_change},
     Verb{"cleanup", "Run the cleanup algorithms of a stack or of all stacks", declare_cleanup},
     Verb{"timeline", "Take a timeline snapshot of the stacks named", declare_timeline},
+    Verb{"package-snapshot", "Pre or post snapshot of a package operation (the apt hook)", declare_package_snapshot},
 };
 
 } // namespace

@@ -37,5 +37,6 @@ Runner declare_diff(CLI::App& command);
 Runner declare_undo_change(CLI::App& command);
 Runner declare_cleanup(CLI::App& command);
 Runner declare_timeline(CLI::App& command);
+Runner declare_package_snapshot(CLI::App& command);
 
 } // namespace layerd::cli

@@ -498,9 +498,20 @@ bool is_within(std::string_view a, std::string_view b)
     return a.starts_with(b) && (a.size() == b.size() || a[b.size()] == '/');
 }
 
-constexpr std::array<std::string_view, 11> stack_keys{
-    "mountpoint", "lowers",    "upper",       "volatile",    "boot",    "xattr_format",
-    "timeline",   "cleanup",   "max_depth",   "allow_users", "allow_groups"};
+constexpr std::array<std::string_view, 12> stack_keys{
+    "mountpoint", "lowers",  "upper",     "volatile",    "boot",         "xattr_format",
+    "timeline",   "cleanup", "max_depth", "allow_users", "allow_groups", "package_snapshots"};
+
+// A key that asks for snapshots must not be true on a read-only stack.
+bool read_snapshot_switch(const Reader& reader, const Entry& entry, const StackDefinition& stack)
+{
+    bool on = read_bool(reader, entry);
+    if (on && !stack.upper)
+        reader.fail(entry.value.Mark(), fmt::format("'{}' needs an upper: a read-only stack (upper: false) has "
+                                                    "nothing to snapshot",
+                                                    entry.name));
+    return on;
+}
 
 struct ParsedStack {
     StackDefinition stack;
@@ -560,12 +571,10 @@ std::optional<ParsedStack> parse_stack_at(std::string_view text, const std::stri
         stack.boot = read_bool(reader, *e);
     if (const Entry* e = keys.find("xattr_format"))
         stack.xattr_format = read_xattr_format(reader, *e);
-    if (const Entry* e = keys.find("timeline")) {
-        stack.timeline = read_bool(reader, *e);
-        if (stack.timeline && !stack.upper)
-            reader.fail(e->value.Mark(), "'timeline' needs an upper: a read-only stack (upper: false) "
-                                         "has nothing to snapshot");
-    }
+    if (const Entry* e = keys.find("timeline"))
+        stack.timeline = read_snapshot_switch(reader, *e, stack);
+    if (const Entry* e = keys.find("package_snapshots"))
+        stack.package_snapshots = read_snapshot_switch(reader, *e, stack);
     if (const Entry* e = keys.find("cleanup"))
         read_cleanup(reader, *e, stack);
     if (const Entry* e = keys.find("max_depth"))

@@ -71,6 +71,9 @@ struct GlobalConfig {
 //   xattr_format: trusted | user (trusted)
 //   timeline: true | false (false); hourly snapshots from the timer. Needs
 //     an upper: a read-only stack has nothing to snapshot.
+//   package_snapshots: true | false (false); a pre and a post snapshot
+//     around each package operation (the apt hook, `layerctl
+//     package-snapshot`). Needs an upper, as timeline does.
 //   cleanup: true | false | a mapping of
 //     number: true | false | {limit, limit_important, min_age}
 //     timeline: true | false | {hourly, daily, weekly, monthly, quarterly,
@@ -97,6 +100,7 @@ struct StackDefinition {
     bool boot = false;
     XattrFormat xattr_format = XattrFormat::trusted;
     bool timeline = false;
+    bool package_snapshots = false;
     CleanupConfig cleanup{NumberCleanup{}, TimelineCleanup{}, EmptyPrePostCleanup{}};
     double free_limit = 0.2;
     unsigned max_depth = 128;

@@ -44,6 +44,7 @@ StackChange compare(const StackDefinition& old, const StackDefinition& now)
     note(old.boot != now.boot, "boot", false);
     note(old.xattr_format != now.xattr_format, "xattr_format", true);
     note(old.timeline != now.timeline, "timeline", false);
+    note(old.package_snapshots != now.package_snapshots, "package_snapshots", false);
     note(!same_cleanup(old.cleanup, now.cleanup) || old.free_limit != now.free_limit, "cleanup", false);
     note(old.max_depth != now.max_depth, "max_depth", false);
     note(old.allow_users != now.allow_users, "allow_users", false);

@@ -2,10 +2,10 @@
 // What a reload (Reload() or SIGHUP) changes, stack by stack, and the
 // messages the daemon gives when it must refuse a change.
 //
-// Keys a mounted stack takes on at once: boot, timeline, cleanup (and
-// free_limit), max_depth, allow_users, allow_groups. Keys that change what
-// the mount serves or how, and so need an unmount and a mount: mountpoint,
-// lowers, upper, volatile, xattr_format. The daemon applies a change that
+// Keys a mounted stack takes on at once: boot, timeline, package_snapshots,
+// cleanup (and free_limit), max_depth, allow_users, allow_groups. Keys that
+// change what the mount serves or how, and so need an unmount and a mount:
+// mountpoint, lowers, upper, volatile, xattr_format. The daemon applies a change that
 // needs a remount only to an unmounted stack; for a mounted one it keeps
 // the old definition and reports remount_refusal().
 #pragma once

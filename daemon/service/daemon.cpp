@@ -132,7 +132,9 @@ void Daemon::reload()
                 break;
             }
             stack.set_definition(std::move(defined.at(c.name)));
-            if (auto o = objects_.find(c.name); o != objects_.end() && !stack.is_mounted())
+            // A mounted stack takes the live keys (Timeline,
+            // PackageSnapshots) at once, so it signals too.
+            if (auto o = objects_.find(c.name); o != objects_.end())
                 o->second->definition_changed();
             break;
         }

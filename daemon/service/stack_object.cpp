@@ -25,6 +25,21 @@ namespace {
 // Queued calls beyond the running one before a stack answers Busy.
 constexpr size_t max_queued_calls = 16;
 
+// The properties read from the stack's definition: what a reload, a mount
+// or an unmount may change.
+const std::vector<std::string>& definition_properties()
+{
+    static const std::vector<std::string> names{"Mountpoint", "Lowers", "ReadOnly", "Timeline", "PackageSnapshots"};
+    return names;
+}
+
+std::vector<std::string> with_definition_properties(std::vector<std::string> names)
+{
+    const auto& definition = definition_properties();
+    names.insert(names.end(), definition.begin(), definition.end());
+    return names;
+}
+
 SnapshotStruct to_struct(const SnapshotRecord& r)
 {
     return SnapshotStruct(r.number, std::string(to_string(r.type)), r.pre_number.value_or(0), r.time, r.uid,
@@ -168,7 +183,7 @@ void StackObject::properties_changed(const std::vector<std::string>& names)
 
 void StackObject::definition_changed()
 {
-    properties_changed({"Mountpoint", "Lowers", "ReadOnly", "Timeline"});
+    properties_changed(definition_properties());
 }
 
 // ---- mount ----
@@ -180,7 +195,7 @@ void StackObject::Mount(sdbus::Result<>&& result)
             return;
         log(LOG_INFO, fmt::format("mounted at {} (asked by uid {})", stack_.active().mountpoint, caller.uid),
             stack_.name());
-        properties_changed({"Mounted", "Mountpoint", "Lowers", "ReadOnly", "Timeline", "Depth", "LiveLayer"});
+        properties_changed(with_definition_properties({"Mounted", "Depth", "LiveLayer"}));
         manager_.stack_mounted(stack_.name());
     });
 }
@@ -194,7 +209,7 @@ void StackObject::Unmount(sdbus::Result<>&& result)
             fmt::format("unmounted{} (asked by uid {})",
                         lazy ? " lazily: the mount was busy, its FUSE connection is aborted" : "", caller.uid),
             stack_.name());
-        properties_changed({"Mounted", "Mountpoint", "Lowers", "ReadOnly", "Timeline"});
+        properties_changed(with_definition_properties({"Mounted"}));
         manager_.stack_unmounted(stack_.name());
     });
 }
@@ -457,9 +472,17 @@ bool StackObject::ReadOnly()
     return translate([&] { return !stack_.active().upper; });
 }
 
+// The newest definition, not the one the mount serves: a reload switches
+// these on a mounted stack (config_diff.hpp). The config refuses both on a
+// read-only stack, and a mounted stack keeps its upper until remounted.
 bool StackObject::Timeline()
 {
-    return translate([&] { return stack_.active().timeline && stack_.active().upper; });
+    return translate([&] { return stack_.definition().timeline && stack_.active().upper; });
+}
+
+bool StackObject::PackageSnapshots()
+{
+    return translate([&] { return stack_.definition().package_snapshots && stack_.active().upper; });
 }
 
 uint32_t StackObject::Depth()

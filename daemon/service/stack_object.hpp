@@ -37,7 +37,8 @@ public:
 
     // Nothing running or queued on the worker.
     bool idle() { return worker_->idle(); }
-    // PropertiesChanged for the properties a reload may change.
+    // PropertiesChanged for the properties a reload may change (and a
+    // mount or unmount, which puts the newest definition in force).
     void definition_changed();
 
 private:
@@ -77,6 +78,7 @@ private:
     bool Mounted() override;
     bool ReadOnly() override;
     bool Timeline() override;
+    bool PackageSnapshots() override;
     uint32_t Depth() override;
     uint64_t LiveLayer() override;
 

@@ -322,6 +322,8 @@ TEST_F(Daemon, EveryMethodThroughBusctl)
     EXPECT_EQ(ok(std::string("get-property org.layerd1 ") + stack_path + " org.layerd1.Stack Name Mounted Depth"),
               "s \"demo\"\nb true\nu 0\n");
     ok(std::string("get-property org.layerd1 ") + stack_path + " org.layerd1.Stack Mountpoint Lowers ReadOnly LiveLayer");
+    EXPECT_EQ(ok(std::string("get-property org.layerd1 ") + stack_path + " org.layerd1.Stack Timeline PackageSnapshots"),
+              "b false\nb false\n");
 
     EXPECT_EQ(ok(call + "CreateSnapshot ssa{ss} one number 1 important yes"), "u 1\n");
     write_text(env_.mnt("x.txt"), "x\n");
@@ -742,6 +744,33 @@ TEST_F(Daemon, ReloadRefusesAChangeThatNeedsARemountOfAMountedStack)
     EXPECT_TRUE(is_mounted(env_.path("elsewhere")));
     EXPECT_FALSE(is_mounted(before));
     stack.Unmount();
+}
+
+TEST_F(Daemon, ReloadSwitchesTimelineAndPackageSnapshotsOfAMountedStack)
+{
+    Seen seen;
+    auto bus = connect();
+    Manager manager(*bus, nullptr);
+    Stack stack(*bus, &seen);
+    bus->enterEventLoopAsync();
+    ASSERT_TRUE(stack.Mounted());
+    EXPECT_FALSE(stack.PackageSnapshots());
+    EXPECT_FALSE(stack.Timeline());
+    const uint64_t live = stack.LiveLayer();
+    env_.write_stack({}, "timeline: true\npackage_snapshots: true\n");
+    manager.Reload();
+    // Live keys: no remount, the same live layer, and the signal says so.
+    EXPECT_TRUE(seen.wait_for("PropertiesChanged PackageSnapshots")) << seen.all();
+    EXPECT_TRUE(seen.wait_for("PropertiesChanged Timeline")) << seen.all();
+    EXPECT_TRUE(stack.PackageSnapshots());
+    EXPECT_TRUE(stack.Timeline());
+    EXPECT_TRUE(stack.Mounted());
+    EXPECT_EQ(stack.LiveLayer(), live);
+    env_.write_stack();
+    manager.Reload();
+    EXPECT_FALSE(stack.PackageSnapshots());
+    EXPECT_FALSE(stack.Timeline());
+    bus->leaveEventLoop();
 }
 
 TEST(DaemonStart, BadStackFilesAndMissingDirsDoNotStopTheOthers)

@@ -124,6 +124,7 @@ volatile: true
 boot: true
 xattr_format: user
 timeline: true
+package_snapshots: true
 cleanup:
   number: {limit: 10-50, limit_important: 5, min_age: 1800}
   timeline:
@@ -150,6 +151,7 @@ allow_groups: [wheel, _admins]
     EXPECT_TRUE(stack.boot);
     EXPECT_EQ(stack.xattr_format, XattrFormat::user);
     EXPECT_TRUE(stack.timeline);
+    EXPECT_TRUE(stack.package_snapshots);
     ASSERT_TRUE(stack.cleanup.number);
     EXPECT_EQ(stack.cleanup.number->limit, LimitRange(10, 50));
     EXPECT_EQ(stack.cleanup.number->limit_important, LimitRange(5));
@@ -181,6 +183,7 @@ TEST(ConfigStack, MissingKeysTakeTheDocumentedDefaults)
     EXPECT_FALSE(stack.boot);
     EXPECT_EQ(stack.xattr_format, XattrFormat::trusted);
     EXPECT_FALSE(stack.timeline);
+    EXPECT_FALSE(stack.package_snapshots);
     // No cleanup section: all three of snapper's algorithms, its defaults.
     ASSERT_TRUE(stack.cleanup.number);
     EXPECT_EQ(stack.cleanup.number->limit, LimitRange(50));
@@ -255,6 +258,7 @@ TEST(ConfigExamples, ShippedFilesParse)
     EXPECT_EQ(example.lowers, std::vector<std::string>{"/etc"});
     EXPECT_TRUE(example.boot);
     EXPECT_TRUE(example.timeline);
+    EXPECT_TRUE(example.package_snapshots);
     EXPECT_EQ(example.allow_users, std::vector<std::string>{"alice"});
     EXPECT_EQ(example.allow_groups, std::vector<std::string>{"wheel"});
 }
@@ -410,7 +414,8 @@ TEST_F(ConfigDirs, ReloadDiffSaysWhatNeedsARemount)
 
     write_stack(0, "kept", stack_text("/kept")); // same definition, another file
     fs::remove(stack_file(0, "gone"));
-    write_stack(0, "live", stack_text("/live") + "boot: true\ntimeline: true\ncleanup: {number: false}\n"
+    write_stack(0, "live", stack_text("/live") + "boot: true\ntimeline: true\npackage_snapshots: true\n"
+                                                   "cleanup: {number: false}\n"
                                                    "max_depth: 64\nallow_users: [alice]\nallow_groups: [wheel]\n");
     write_stack(0, "moved", "mountpoint: /moved2\nlowers: [/a, /b]\nupper: false\nvolatile: true\n"
                             "xattr_format: user\nallow_users: [bob]\n");
@@ -432,8 +437,8 @@ TEST_F(ConfigDirs, ReloadDiffSaysWhatNeedsARemount)
     const StackChange& live = change.stacks[2];
     EXPECT_EQ(live.name, "live");
     EXPECT_EQ(live.kind, StackChange::Kind::changed);
-    EXPECT_EQ(live.live_keys, (std::vector<std::string_view>{"boot", "timeline", "cleanup", "max_depth",
-                                                             "allow_users", "allow_groups"}));
+    EXPECT_EQ(live.live_keys, (std::vector<std::string_view>{"boot", "timeline", "package_snapshots", "cleanup",
+                                                             "max_depth", "allow_users", "allow_groups"}));
     EXPECT_TRUE(live.remount_keys.empty());
     EXPECT_FALSE(live.needs_remount());
 
