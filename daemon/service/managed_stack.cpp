@@ -86,6 +86,9 @@ MountedStack& ManagedStack::mounted()
     if (!mounted_)
         throw ServiceError(ErrorKind::NotMounted,
                            fmt::format("stack {} is not mounted; mount it first (layerctl mount {})", name_, name_));
+    // What a reload changed since, of the keys a mounted stack takes at once.
+    StackDefinition d = definition();
+    mounted_->set_limits(d.cleanup, d.free_limit, d.max_depth);
     return *mounted_;
 }
 

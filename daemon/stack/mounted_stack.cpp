@@ -128,6 +128,13 @@ MountedStack::~MountedStack()
     unmount();
 }
 
+void MountedStack::set_limits(const CleanupConfig& cleanup, double free_limit, unsigned max_depth)
+{
+    config_.cleanup = cleanup;
+    config_.free_limit = free_limit;
+    config_.max_depth = max_depth;
+}
+
 void MountedStack::require_upper() const
 {
     if (config_.read_only)

@@ -119,6 +119,10 @@ public:
     // Frozen layers under the live one; 0 for a read-only stack.
     unsigned depth();
     const StackConfig& config() const { return config_; }
+    // The keys a reload changes on a mounted stack (config_diff.hpp), in
+    // force from the next snapshot or cleanup; from the thread that runs
+    // those.
+    void set_limits(const CleanupConfig& cleanup, double free_limit, unsigned max_depth);
     // What the start found and left alone, one line each, for the caller to
     // log: entries of layers/ the database does not know, layers whose
     // directory is gone.
