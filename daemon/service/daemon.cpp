@@ -140,10 +140,20 @@ void Daemon::reload()
         }
         case StackChange::Kind::removed: {
             auto o = objects_.find(c.name);
-            if (it->second->is_mounted() || (o != objects_.end() && !o->second->idle())) {
+            if (it->second->is_mounted()) {
                 refusals.push_back(fmt::format("stack '{}' is no longer configured but is mounted: run 'layerctl "
                                                "unmount {}' and reload again",
                                                c.name, c.name));
+                break;
+            }
+            // Its worker may still be on a call, or just past the reply of
+            // its last one (an Unmount, say): it goes when that is done.
+            // The bus thread cannot wait for it here, as the worker's last
+            // step takes sd-bus's lock, which this thread holds.
+            if (o != objects_.end() && !o->second->idle()) {
+                refusals.push_back(fmt::format("stack '{}' is no longer configured and is still finishing a call: "
+                                               "reload again in a moment",
+                                               c.name));
                 break;
             }
             if (o != objects_.end())
