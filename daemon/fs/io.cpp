@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
 namespace layerd::fs {
 
@@ -122,22 +123,41 @@ void Overlay::read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file
     fuse_reply_data(req, &buf, static_cast<fuse_buf_copy_flags>(0));
 }
 
-void Overlay::write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_file_info* fi)
+namespace {
+
+// With the writeback cache a write's error reaches no writer as it is: the
+// kernel keeps EIO (or ENOSPC) for whoever closes or fsyncs the file later.
+// So a failure other than a full disk or quota is said here, once per
+// request, with the errno the kernel drops.
+void report_write_failure(fuse_ino_t ino, off_t off, int err)
+{
+    if (err != ENOSPC && err != EDQUOT)
+        fuse_log(FUSE_LOG_ERR, "write of inode %llu at offset %lld failed: %s\n",
+                 static_cast<unsigned long long>(ino), static_cast<long long>(off), std::strerror(err));
+}
+
+} // namespace
+
+void Overlay::write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi)
 {
     auto change = changing();
     OpenFd file;
-    if (int r = open_fd(fi->fh, true, &file); r < 0)
+    if (int r = open_fd(fi->fh, true, &file); r < 0) {
+        report_write_failure(ino, off, -r);
         return (void)fuse_reply_err(req, -r);
+    }
     int fd = file.fd;
     fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
     out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
     out.buf[0].fd = fd;
     out.buf[0].pos = off;
     ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
-    if (n < 0)
+    if (n < 0) {
+        report_write_failure(ino, off, static_cast<int>(-n));
         fuse_reply_err(req, static_cast<int>(-n));
-    else
+    } else {
         fuse_reply_write(req, static_cast<size_t>(n));
+    }
 }
 
 void Overlay::release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi)

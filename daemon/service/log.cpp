@@ -3,9 +3,12 @@
 
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <fuse_log.h>
 #include <systemd/sd-journal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -36,11 +39,26 @@ bool stderr_is_journal()
     return st.st_dev == dev && st.st_ino == ino;
 }
 
+// libfuse's messages and the engine's (a write-back that failed, say) go
+// where the daemon's go; fuse_log_level counts as syslog's levels do.
+void log_fuse_message(enum fuse_log_level level, const char* format, va_list args)
+{
+    char text[1024];
+    int n = std::vsnprintf(text, sizeof text, format, args);
+    if (n < 0)
+        return;
+    std::string message(text, std::min(static_cast<size_t>(n), sizeof text - 1));
+    while (!message.empty() && message.back() == '\n')
+        message.pop_back();
+    log(static_cast<int>(level), message);
+}
+
 } // namespace
 
 void init_log()
 {
     to_journal = stderr_is_journal();
+    fuse_set_log_func(log_fuse_message);
 }
 
 void log(int priority, const std::string& message, const std::string& stack, std::optional<uint32_t> snapshot)

@@ -12,7 +12,8 @@
 
 namespace layerd::service {
 
-// Decides once where the log goes; call before any thread starts.
+// Decides once where the log goes, libfuse's messages too; call before any
+// thread starts.
 void init_log();
 
 // PRIORITY is a syslog level (LOG_ERR, LOG_WARNING, LOG_INFO, ...).
