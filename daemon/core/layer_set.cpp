@@ -87,14 +87,13 @@ bool dir_is_empty(int dirfd)
     return empty;
 }
 
-} // namespace
-
-std::shared_ptr<Layer> LayerSet::open_layer(const std::string& what, const std::string& path, bool writable)
+// A Layer on the directory ROOT (O_PATH) names; ST is its stat.
+std::shared_ptr<Layer> layer_on(const std::string& what, const std::string& path, UniqueFd root,
+                                const struct stat& st, bool writable)
 {
     auto layer = std::make_shared<Layer>();
-    struct stat st;
-    layer->root = open_dir(what, path, &st);
-    layer->mount_fd = open_readable(what, path, layer->root.get());
+    layer->mount_fd = open_readable(what, path, root.get());
+    layer->root = std::move(root);
     layer->path = path;
     layer->dev = st.st_dev;
     layer->ino = st.st_ino;
@@ -102,18 +101,22 @@ std::shared_ptr<Layer> LayerSet::open_layer(const std::string& what, const std::
     return layer;
 }
 
+} // namespace
+
+std::shared_ptr<Layer> LayerSet::open_layer(const std::string& what, const std::string& path, bool writable)
+{
+    struct stat st;
+    UniqueFd root = open_dir(what, path, &st);
+    return layer_on(what, path, std::move(root), st, writable);
+}
+
 std::shared_ptr<Layer> LayerSet::reopen_layer(const Layer& layer, bool writable)
 {
-    auto copy = std::make_shared<Layer>();
-    copy->root = UniqueFd(::fcntl(layer.root.get(), F_DUPFD_CLOEXEC, 0));
-    if (!copy->root)
+    UniqueFd root(::fcntl(layer.root.get(), F_DUPFD_CLOEXEC, 0));
+    struct stat st;
+    if (!root || ::fstat(root.get(), &st) != 0)
         fail("layer", layer.path, std::strerror(errno));
-    copy->mount_fd = open_readable("layer", layer.path, copy->root.get());
-    copy->path = layer.path;
-    copy->dev = layer.dev;
-    copy->ino = layer.ino;
-    copy->writable = writable;
-    return copy;
+    return layer_on("layer", layer.path, std::move(root), st, writable);
 }
 
 namespace {

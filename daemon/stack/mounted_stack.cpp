@@ -261,9 +261,7 @@ void MountedStack::mount()
     LayerSet layers = LayerSet::open(lc);
     // The configured lowers as opened now, before the mount may cover one of
     // them (/etc over /etc): rollbacks and diffs reach them through these.
-    lowers_.clear();
-    for (size_t i = layers.layers.size() - config_.lowers.size(); i < layers.layers.size(); ++i)
-        lowers_.push_back(LayerSet::reopen_layer(*layers.layers[i], false));
+    lowers_.assign(layers.layers.end() - static_cast<std::ptrdiff_t>(config_.lowers.size()), layers.layers.end());
     overlay_ = std::make_unique<fs::Overlay>(std::move(layers), options);
 
     fs::MountConfig mc;

@@ -174,7 +174,9 @@ private:
     StackConfig config_;
     std::string stack_dir_;
     std::vector<std::string> recovery_notes_;
-    // The configured lowers, top first, opened before the mount.
+    // The configured lowers, top first, as the mount's first view opened
+    // them: only their fds and identity are read here, which nothing
+    // changes, and a rollback's view gets new Layer objects on them.
     std::vector<std::shared_ptr<const Layer>> lowers_;
     std::unique_ptr<fs::Overlay> overlay_;
     std::thread loop_;
